@@ -1,0 +1,250 @@
+"""Oracles: whoever answers "what is the label of these ids?", at a price per label."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from alcore.errors import ConfigError, LabelError, problem
+from alcore.registry import Registry
+from alcore.strategies.base import Configurable, build
+
+__all__ = ["ORACLES", "LabelBatch", "Oracle", "SimulatedOracle", "make_oracle"]
+
+
+def _int_array(x: Any, what: str, error: type[Exception]) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.size == 0 and arr.ndim <= 1:
+        return np.zeros(0, dtype=np.int64)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise error(
+            problem(
+                f"{what} has shape {arr.shape} and dtype {arr.dtype}",
+                allowed="a 1-D array (or list) of integers",
+                fix=f"pass {what} as integers",
+            )
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class LabelBatch:
+    """What an oracle answered: ``ids[i]`` has label ``labels[i]``.
+
+    A human oracle may answer fewer ids than it was asked; the loop labels what it got.
+
+    Attributes:
+        ids: ``(k,)`` int64 pool ids.
+        labels: ``(k,)`` int64 class indices.
+    """
+
+    ids: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        ids = _int_array(self.ids, "LabelBatch.ids", LabelError)
+        labels = _int_array(self.labels, "LabelBatch.labels", LabelError)
+        if ids.size != labels.size:
+            raise LabelError(
+                problem(
+                    f"LabelBatch with {ids.size} ids but {labels.size} labels",
+                    allowed="one label per id",
+                )
+            )
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "labels", labels)
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+
+class Oracle(Configurable, ABC):
+    """Answers label queries. Subclasses take keyword-only parameters (scikit-learn manners),
+    including ``price_per_label`` (in dollars), and implement :meth:`query`."""
+
+    name: ClassVar[str]
+    price_per_label: float
+
+    @abstractmethod
+    def query(self, ids: np.ndarray) -> LabelBatch:
+        """Labels for ``ids`` (``(k,)`` pool ids); may answer a subset of them."""
+
+
+ORACLES: Registry[type[Oracle]] = Registry("oracle")
+
+
+def make_oracle(name: str, **params: Any) -> Oracle:
+    """Build the oracle registered as ``name`` with ``params`` (unknown ones -> ConfigError)."""
+    return build(ORACLES, name, params)
+
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser on a uint64 array (a bijective, well-mixing hash)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _id_hash(ids: np.ndarray, seed: int, stream: int) -> np.ndarray:
+    """``(k,)`` uint64 hash of (seed, stream, id): a function of each id alone."""
+    key = _splitmix64(np.array([seed, stream], dtype=np.uint64))
+    salt = _splitmix64(key[:1] ^ _splitmix64(key[1:]))
+    return _splitmix64(np.ascontiguousarray(ids, dtype=np.int64).view(np.uint64) ^ salt)
+
+
+def _uniform(h: np.ndarray) -> np.ndarray:
+    """uint64 hashes -> float64 uniforms in [0, 1) from the top 53 bits."""
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+@ORACLES.register("simulated")
+class SimulatedOracle(Oracle):
+    """Reveals the ground truth of a labeled dataset, optionally with symmetric label noise.
+
+    With ``noise_rate > 0`` each id's answer is flipped, with probability ``noise_rate``, to a
+    class drawn uniformly among the other ``n_classes - 1``. The flip and the wrong class are
+    functions of ``(random_state, id)`` only: the same id always gets the same answer, whatever
+    the query order or batching.
+
+    Args:
+        ids: ``(N,)`` integer ids the oracle knows, unique.
+        labels: ``(N,)`` their true classes in ``[0, n_classes)``.
+        n_classes: number of classes C >= 2.
+        price_per_label: dollars per answered label, >= 0.
+        noise_rate: probability of a wrong answer, in ``[0, 1)``.
+        random_state: int >= 0 keying the noise.
+    """
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        *,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        n_classes: int,
+        price_per_label: float = 0.0,
+        noise_rate: float = 0.0,
+        random_state: int = 0,
+    ) -> None:
+        self.ids = ids
+        self.labels = labels
+        self.n_classes = n_classes
+        self.price_per_label = price_per_label
+        self.noise_rate = noise_rate
+        self.random_state = random_state
+
+    def __repr__(self) -> str:  # ids and labels are long: show their size only
+        return (
+            f"SimulatedOracle(n_ids={np.asarray(self.ids).size}, n_classes={self.n_classes!r}, "
+            f"price_per_label={self.price_per_label!r}, noise_rate={self.noise_rate!r}, "
+            f"random_state={self.random_state!r})"
+        )
+
+    def _validate(self) -> None:
+        def is_real(x: object) -> bool:
+            return (
+                isinstance(x, int | float | np.integer | np.floating)
+                and not isinstance(x, bool)
+                and math.isfinite(float(x))
+            )
+
+        def is_int(x: object) -> bool:
+            return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+        checks = [
+            ("n_classes", is_int(self.n_classes) and self.n_classes >= 2, "an int >= 2"),
+            (
+                "price_per_label",
+                is_real(self.price_per_label) and self.price_per_label >= 0,
+                "a finite number >= 0 (dollars)",
+            ),
+            (
+                "noise_rate",
+                is_real(self.noise_rate) and 0 <= self.noise_rate < 1,
+                "a number in [0, 1)",
+            ),
+            (
+                "random_state",
+                is_int(self.random_state) and 0 <= self.random_state < 2**63,
+                "an int >= 0 (a Generator cannot give each id a fixed answer)",
+            ),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ConfigError(
+                    problem(
+                        f"SimulatedOracle {name}={getattr(self, name)!r}",
+                        allowed=allowed,
+                        fix=f"pass a valid {name}",
+                    )
+                )
+
+    def _build_table(self) -> None:
+        """Sorted copies of the known ids and their labels (learned state, built once)."""
+        ids = _int_array(self.ids, "SimulatedOracle ids", ConfigError)
+        labels = _int_array(self.labels, "SimulatedOracle labels", ConfigError)
+        if ids.size != labels.size:
+            raise ConfigError(
+                problem(
+                    f"SimulatedOracle got {ids.size} ids but {labels.size} labels",
+                    allowed="one label per id",
+                )
+            )
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        if sorted_ids.size > 1 and (sorted_ids[1:] == sorted_ids[:-1]).any():
+            raise ConfigError(problem("SimulatedOracle ids hold duplicates", allowed="unique ids"))
+        if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
+            raise ConfigError(
+                problem(
+                    "SimulatedOracle labels outside the class set",
+                    allowed=f"class indices in [0, {self.n_classes})",
+                )
+            )
+        self.sorted_ids_ = sorted_ids
+        self.sorted_labels_ = labels[order]
+
+    def true_labels(self, ids: np.ndarray) -> np.ndarray:
+        """``(k,)`` int64 true labels of ``ids`` (no noise).
+
+        Raises:
+            LabelError: some ids are unknown to the oracle.
+        """
+        self._validate()
+        if not hasattr(self, "sorted_ids_"):
+            self._build_table()
+        ids = _int_array(ids, "ids", LabelError)
+        known = self.sorted_ids_
+        at = np.minimum(np.searchsorted(known, ids), max(known.size - 1, 0))
+        found = known[at] == ids if known.size else np.zeros(ids.size, dtype=bool)
+        if not found.all():
+            missing = ids[~found]
+            raise LabelError(
+                problem(
+                    f"the oracle has no label for ids {missing[:5].tolist()}"
+                    + (f" ... ({missing.size} in all)" if missing.size > 5 else ""),
+                    allowed="ids of the pool the oracle was built from",
+                    fix="query only pool ids",
+                )
+            )
+        return self.sorted_labels_[at]
+
+    def query(self, ids: np.ndarray) -> LabelBatch:
+        """Answer every id in ``ids``: the true label, or a noisy one (see the class docs)."""
+        ids = _int_array(ids, "ids", LabelError)
+        answers = self.true_labels(ids)
+        if self.noise_rate > 0 and ids.size:
+            flip = _uniform(_id_hash(ids, int(self.random_state), 0)) < self.noise_rate
+            shift = 1 + (_id_hash(ids, int(self.random_state), 1) % np.uint64(self.n_classes - 1))
+            answers = np.where(flip, (answers + shift.astype(np.int64)) % self.n_classes, answers)
+        return LabelBatch(ids=ids.copy(), labels=answers.astype(np.int64, copy=False))

@@ -1,0 +1,438 @@
+"""The strategy contract: what a strategy is given, what it must return, and its registry.
+
+A strategy is a pure scoring function plus a thin class. The class reads what it needs from a
+:class:`SelectionContext` (features, the proxy's probabilities or embeddings), never trains a
+model, and returns **pool ids** - never positions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from alcore.errors import AlcoreError, ConfigError, PoolExhaustedError, problem
+from alcore.registry import Registry
+
+__all__ = [
+    "REQUIREMENTS",
+    "STRATEGIES",
+    "Configurable",
+    "RandomState",
+    "Scorer",
+    "SelectionContext",
+    "Strategy",
+    "build",
+    "check_random_state",
+    "make_strategy",
+    "top_n",
+]
+
+RandomState = int | np.integer | np.random.Generator | None
+
+#: What a strategy may declare in ``Strategy.requires``. "model": a fitted proxy in
+#: ``ctx.model`` (probabilities); "embeddings": the proxy's hidden activation (implies a model);
+#: "features": the pre-computed features only (always present in a context).
+REQUIREMENTS = frozenset({"model", "embeddings", "features"})
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """Turn ``random_state`` into a ``numpy.random.Generator``.
+
+    ``None`` gives fresh OS entropy (not reproducible); an int >= 0 seeds a new generator; a
+    Generator is used as given (and advanced).
+    """
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None:
+        return np.random.default_rng()
+    if isinstance(random_state, int | np.integer) and not isinstance(random_state, bool):
+        if random_state >= 0:
+            return np.random.default_rng(int(random_state))
+    raise ConfigError(
+        problem(
+            f"random_state={random_state!r} is not a valid seed",
+            allowed="None, an int >= 0, or a numpy.random.Generator",
+            fix="pass e.g. random_state=0",
+        )
+    )
+
+
+def top_n(scores: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the ``n`` highest ``scores``, highest first; ties broken at random by ``rng``.
+
+    Args:
+        scores: ``(U,)`` finite floats, higher = more wanted.
+        n: how many, ``0 <= n <= U``.
+        rng: the only source of randomness (one uniform key per score is drawn).
+
+    Returns:
+        ``(n,)`` int64 distinct indices into ``scores``.
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 1 or not np.isfinite(scores).all():
+        raise ConfigError(
+            problem(
+                f"scores of shape {scores.shape} (finite: {bool(np.isfinite(scores).all())})",
+                allowed="a 1-D array of finite numbers",
+                fix="check the scoring function for NaN or infinite values",
+            )
+        )
+    if not _is_int(n) or not 0 <= n <= scores.size:
+        raise ConfigError(problem(f"n={n!r} of {scores.size} scores", allowed=f"an int in [0, {scores.size}]"))
+    keys = rng.random(scores.size)
+    # lexsort sorts by the last key first: descending score, then the random key.
+    order = np.lexsort((keys, -scores.astype(np.float64)))
+    return order[:n].astype(np.int64, copy=False)
+
+
+class Configurable:
+    """scikit-learn manners: ``__init__`` takes keyword-only parameters and stores each one
+    untouched under its own name; ``get_params()`` reads them back (it feeds MLflow)."""
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Names of the keyword parameters of ``__init__``, in signature order."""
+        if cls.__init__ is object.__init__:
+            return []
+        sig = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters: ``type(self)(**self.get_params())`` builds a twin."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+C = TypeVar("C", bound=Configurable)
+
+
+def build(registry: Registry[type[C]], name: str, params: Mapping[str, Any]) -> C:
+    """Look ``name`` up in ``registry`` and construct it with ``params``.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message lists the valid names).
+        ConfigError: a parameter name the class does not take (the message lists those it does).
+    """
+    cls = registry.get(name)
+    allowed = cls.param_names()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            problem(
+                f"{registry.kind} {name!r} takes no parameter {', '.join(map(repr, unknown))}",
+                allowed=", ".join(allowed) if allowed else "no parameters",
+                fix="remove or rename the parameter",
+            )
+        )
+    return cls(**params)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """The proxy model, as a strategy sees it. The loop trains it; a strategy never does."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``(n, D)`` features -> ``(n, C)`` class probabilities (rows sum to 1)."""
+        ...
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """``(n, D)`` features -> ``(n, H)`` hidden activation (the penultimate layer)."""
+        ...
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+@dataclass(eq=False)
+class SelectionContext:
+    """Everything a strategy may read in one round. Shapes are checked on construction.
+
+    Attributes:
+        pool_ids: ``(N,)`` int64 global sample ids, unique, aligned with ``features``.
+        features: ``(N, D)`` pre-computed features (float; may be a ``numpy.memmap``, never
+            copied whole).
+        labels: ``(N,)`` int64, ``-1`` = unlabeled, else the class known to the learner.
+        n_classes: number of classes C >= 2.
+        model: the fitted proxy, or None before any is trained.
+        round: the round being selected for (1 = first).
+        chunk_size: rows per ``model.predict_proba`` / ``model.embed`` call.
+
+    The helpers ``probs()`` and ``embeddings()`` run the model over the *unlabeled* rows only, in
+    the order of ``unlabeled_positions()``, and cache the result.
+    """
+
+    pool_ids: np.ndarray
+    features: np.ndarray
+    labels: np.ndarray
+    n_classes: int
+    model: Scorer | None = None
+    round: int = 1
+    chunk_size: int = 16384
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.pool_ids)
+        if ids.ndim != 1 or not (ids.dtype.kind in "iu" or ids.size == 0):
+            raise ConfigError(
+                problem(
+                    f"pool_ids has shape {ids.shape} and dtype {ids.dtype}",
+                    allowed="a 1-D integer array",
+                    fix="pass the pool's sample ids as an int64 array",
+                )
+            )
+        self.pool_ids = ids.astype(np.int64, copy=False)
+        n = ids.shape[0]
+        uniq, counts = np.unique(self.pool_ids, return_counts=True)
+        if uniq.size != n:
+            raise ConfigError(
+                problem(
+                    f"pool_ids holds duplicates, e.g. {uniq[counts > 1][:5].tolist()}",
+                    allowed="unique ids",
+                    fix="remove the duplicated samples from the pool",
+                )
+            )
+        shape = getattr(self.features, "shape", None)
+        if shape is None or len(shape) != 2 or shape[0] != n:
+            raise ConfigError(
+                problem(
+                    f"features has shape {shape}, pool_ids has {n} ids",
+                    allowed="features of shape (N, D) aligned with pool_ids",
+                    fix="pass the feature rows in the order of pool_ids",
+                )
+            )
+        labels = np.asarray(self.labels)
+        if labels.shape != (n,) or not (labels.dtype.kind in "iu" or n == 0):
+            raise ConfigError(
+                problem(
+                    f"labels has shape {labels.shape} and dtype {labels.dtype}",
+                    allowed=f"a 1-D integer array of length {n} (-1 = unlabeled)",
+                    fix="pass LabelState.labels_array()",
+                )
+            )
+        if not _is_int(self.n_classes) or self.n_classes < 2:
+            raise ConfigError(
+                problem(
+                    f"n_classes={self.n_classes!r}",
+                    allowed="an int >= 2",
+                    fix="pass the dataset's number of classes",
+                )
+            )
+        labels = labels.astype(np.int64, copy=False)
+        bad = (labels < -1) | (labels >= self.n_classes)
+        if bad.any():
+            raise ConfigError(
+                problem(
+                    f"labels outside [-1, {self.n_classes}) at ids {self.pool_ids[bad][:5].tolist()}",
+                    allowed=f"-1 (unlabeled) or a class in [0, {self.n_classes})",
+                    fix="pass LabelState.labels_array()",
+                )
+            )
+        self.labels = labels
+        for name in ("round", "chunk_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(problem(f"{name}={value!r}", allowed="an int >= 1", fix=f"pass a valid {name}"))
+
+    # -- label helpers --------------------------------------------------------------------------
+    @property
+    def n_pool(self) -> int:
+        return int(self.pool_ids.shape[0])
+
+    @property
+    def labeled_mask(self) -> np.ndarray:
+        """``(N,)`` bool, True where a label is known."""
+        if "labeled_mask" not in self._cache:
+            self._cache["labeled_mask"] = self.labels >= 0
+        return self._cache["labeled_mask"]
+
+    @property
+    def n_labeled(self) -> int:
+        return int(np.count_nonzero(self.labeled_mask))
+
+    @property
+    def n_unlabeled(self) -> int:
+        return self.n_pool - self.n_labeled
+
+    def labeled_positions(self) -> np.ndarray:
+        """``(L,)`` int64 positions (rows of ``features``) of the labeled samples, ascending."""
+        if "labeled_positions" not in self._cache:
+            self._cache["labeled_positions"] = np.flatnonzero(self.labeled_mask)
+        return self._cache["labeled_positions"]
+
+    def unlabeled_positions(self) -> np.ndarray:
+        """``(U,)`` int64 positions (rows of ``features``) of the unlabeled samples, ascending."""
+        if "unlabeled_positions" not in self._cache:
+            self._cache["unlabeled_positions"] = np.flatnonzero(~self.labeled_mask)
+        return self._cache["unlabeled_positions"]
+
+    # -- model helpers --------------------------------------------------------------------------
+    def require_model(self, who: str) -> Scorer:
+        """The model, or ConfigError naming ``who`` needs it."""
+        if self.model is None:
+            raise ConfigError(
+                problem(
+                    f"{who} needs a trained proxy model but the context has none",
+                    allowed="a context with model= set, or a cold-start strategy",
+                    fix="train the proxy on the labeled set first, or use a cold-start strategy "
+                    "(e.g. 'random') for the first round",
+                )
+            )
+        return self.model
+
+    def _run_model(self, method: str, width: int | None) -> np.ndarray:
+        model = self.require_model(f"SelectionContext.{method}")
+        fn = getattr(model, method, None)
+        if fn is None:
+            raise ConfigError(
+                problem(
+                    f"the model {type(model).__name__} has no method {method}()",
+                    allowed="a model following the Scorer protocol (predict_proba, embed)",
+                    fix="wrap the model so that it has both methods",
+                )
+            )
+        positions = self.unlabeled_positions()
+        parts = []
+        for start in range(0, positions.size, self.chunk_size):
+            rows = positions[start : start + self.chunk_size]
+            out = np.asarray(fn(np.asarray(self.features[rows])))
+            if out.ndim != 2 or out.shape[0] != rows.size or (width and out.shape[1] != width):
+                want = f"({rows.size}, {width if width else 'H'})"
+                raise ConfigError(
+                    problem(
+                        f"model.{method} returned shape {out.shape} for {rows.size} rows",
+                        allowed=f"shape {want}",
+                        fix="check the model's output layer and the number of classes",
+                    )
+                )
+            parts.append(out)
+        if not parts:
+            return np.empty((0, width or 0), dtype=np.float32)
+        return np.concatenate(parts, axis=0)
+
+    def probs(self) -> np.ndarray:
+        """``(U, C)`` class probabilities of the unlabeled rows, ``unlabeled_positions()`` order."""
+        if "probs" not in self._cache:
+            self._cache["probs"] = self._run_model("predict_proba", self.n_classes)
+        return self._cache["probs"]
+
+    def embeddings(self) -> np.ndarray:
+        """``(U, H)`` hidden activations of the unlabeled rows (``unlabeled_positions()`` order)."""
+        if "embeddings" not in self._cache:
+            self._cache["embeddings"] = self._run_model("embed", None)
+        return self._cache["embeddings"]
+
+
+class Strategy(Configurable, ABC):
+    """Base class of every selection strategy.
+
+    Subclasses set ``name``, ``requires`` and ``cold_start``, take their parameters as keyword-only
+    ``__init__`` arguments stored untouched under the same names, and implement
+    :meth:`_select_positions`. The public :meth:`select` validates the request, checks what the
+    strategy requires, and checks the answer, so no strategy repeats that work.
+    """
+
+    name: ClassVar[str]
+    #: Subset of :data:`REQUIREMENTS`. The loop reads it to know whether to train a proxy.
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: True if the strategy can pick with no label and no model (round 1).
+    cold_start: ClassVar[bool] = False
+
+    def select(self, ctx: SelectionContext, n: int, *, random_state: RandomState) -> np.ndarray:
+        """Pick ``n`` unlabeled samples.
+
+        Args:
+            ctx: the round's context.
+            n: how many to pick, an int >= 1.
+            random_state: seed or Generator; every random choice (tie-breaks included) draws
+                from it, so the same seed gives the same ids.
+
+        Returns:
+            ``(n,)`` int64 pool ids, distinct, all unlabeled in ``ctx``, in selection order
+            (most wanted first where the strategy ranks).
+
+        Raises:
+            ConfigError: ``n`` is not an int >= 1, or the context lacks what the strategy needs.
+            PoolExhaustedError: ``n`` is larger than the number of unlabeled samples.
+        """
+        if not _is_int(n) or n < 1:
+            raise ConfigError(
+                problem(
+                    f"n={n!r} samples asked of strategy {self.name!r}",
+                    allowed="an int >= 1",
+                    fix="ask for a positive number of samples",
+                )
+            )
+        n = int(n)
+        n_unlabeled = ctx.n_unlabeled
+        if n > n_unlabeled:
+            raise PoolExhaustedError(
+                problem(
+                    f"strategy {self.name!r} was asked for {n} samples but only {n_unlabeled} remain unlabeled",
+                    allowed=f"n <= {n_unlabeled}",
+                    fix="lower the budget of this round or stop the loop",
+                )
+            )
+        self._check_requirements(ctx)
+        rng = check_random_state(random_state)
+        positions = np.asarray(self._select_positions(ctx, n, rng), dtype=np.int64)
+        self._check_answer(ctx, n, positions)
+        return ctx.pool_ids[positions]
+
+    def _check_requirements(self, ctx: SelectionContext) -> None:
+        if not self.cold_start and ctx.n_labeled == 0:
+            raise ConfigError(
+                problem(
+                    f"strategy {self.name!r} needs labeled samples but the context has none",
+                    allowed="a cold-start strategy (e.g. 'random') in the first round",
+                    fix="use random initial labels (the loop does so in round 1) or a cold-start strategy",
+                )
+            )
+        if self.requires & {"model", "embeddings"}:
+            ctx.require_model(f"strategy {self.name!r}")
+
+    def _check_answer(self, ctx: SelectionContext, n: int, positions: np.ndarray) -> None:
+        # A strategy bug, not a user error: say which strategy broke the contract.
+        ok = (
+            positions.shape == (n,)
+            and (n == 0 or (positions.min() >= 0 and positions.max() < ctx.n_pool))
+            and np.unique(positions).size == n
+        )
+        if ok:
+            ok = not ctx.labeled_mask[positions].any()
+        if not ok:
+            raise AlcoreError(
+                f"strategy {self.name!r} broke its contract: it must return {n} distinct positions of unlabeled samples"
+            )
+
+    @abstractmethod
+    def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n,)`` distinct positions (rows of ``ctx.features``) of unlabeled samples.
+
+        Called only after :meth:`select` checked ``1 <= n <= ctx.n_unlabeled`` and the
+        requirements.
+        """
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def make_strategy(name: str, **params: Any) -> Strategy:
+    """Build the strategy registered as ``name`` with ``params``.
+
+    >>> make_strategy("margin")
+    Margin()
+    """
+    return build(STRATEGIES, name, params)
