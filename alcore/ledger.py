@@ -290,7 +290,8 @@ def format_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | Non
     rows = list(rows)
     if metrics is None:
         base = set(_base_columns())
-        metrics = [k for k in (rows[0] if rows else {}) if k not in base and "acc" in k.lower()]
+        seen = dict.fromkeys(k for r in rows for k in r)  # every row's keys, in first-seen order
+        metrics = [k for k in seen if k not in base and "acc" in k.lower()]
     phases = [p for p in PHASES if any(r.get(f"seconds_{p}", 0.0) for r in rows)]
 
     # (header, key, format, summed in the total line)
