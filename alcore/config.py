@@ -1,0 +1,192 @@
+"""``params.yaml`` as validated pydantic models: one model per stage, ``extra="forbid"``.
+
+Validated once at the flow entry; everything below receives explicit keyword arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alcore.errors import ConfigError, problem
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExperimentCfg(_Model):
+    name: str = Field("digits-margin", pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+class DataCfg(_Model):
+    name: str = "digits"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SSLCfg(_Model):
+    method: Literal["simclr", "none"] = "simclr"
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    temperature: float = Field(0.5, gt=0)
+    projection_dim: int = Field(128, ge=1)
+
+
+class EncoderCfg(_Model):
+    arch: str = "cifar_resnet20"
+    weights: str | None = None
+    pretrained: bool = False
+    input_size: int | None = Field(None, ge=8)
+    ssl: SSLCfg = SSLCfg()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EncoderCfg:
+        if self.weights and self.pretrained:
+            raise ValueError("give either encoder.weights (a local file) or encoder.pretrained=true, not both")
+        return self
+
+    @property
+    def needs_ssl(self) -> bool:
+        return not self.weights and not self.pretrained and self.ssl.method != "none"
+
+
+class FeaturesCfg(_Model):
+    batch_size: int = Field(256, ge=1)
+
+
+class ProxyCfg(_Model):
+    hidden: int = Field(256, ge=1)
+    epochs: int = Field(100, ge=1)
+    lr: float = Field(0.3, gt=0)
+    weight_decay: float = Field(3e-4, ge=0)
+    batch_size: int = Field(128, ge=2)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class ALCfg(_Model):
+    pipeline: Literal["svpp"] = "svpp"
+    strategy: str = "margin"
+    strategy_params: dict[str, Any] = Field(default_factory=dict)
+    initial: int = Field(20, ge=1, description="labels bought at random in round 1")
+    batch: int = Field(20, ge=1, description="labels bought in each later round")
+    rounds: int = Field(10, ge=1, description="rounds in all, round 1 included")
+
+    def schedule(self) -> list[int]:
+        """Labels bought in rounds 1..rounds."""
+        return [self.initial] + [self.batch] * (self.rounds - 1)
+
+
+class OracleCfg(_Model):
+    name: str = "simulated"
+    price_per_label: float = Field(0.10, ge=0)
+    noise_rate: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainCfg(_Model):
+    mode: Literal["lp", "ft", "lpft"] = "lpft"
+    lp_epochs: int = Field(50, ge=0)
+    ft_epochs: int = Field(30, ge=0)
+    batch_size: int = Field(64, ge=2)
+    head_lr: float = Field(0.1, gt=0)
+    backbone_lr: float = Field(0.01, gt=0)
+    lpft_backbone_lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    augment: Literal["none", "crop", "crop_flip"] = "crop"
+
+
+class CostCfg(_Model):
+    price_per_hour: float = Field(3.0, ge=0, description="compute $ per hour (the paper uses $3/GPU-hour)")
+
+
+class Params(_Model):
+    """The whole of ``params.yaml``."""
+
+    experiment: ExperimentCfg = ExperimentCfg()
+    data: DataCfg = DataCfg()
+    encoder: EncoderCfg = EncoderCfg()
+    features: FeaturesCfg = FeaturesCfg()
+    proxy: ProxyCfg = ProxyCfg()
+    al: ALCfg = ALCfg()
+    oracle: OracleCfg = OracleCfg()
+    train: TrainCfg = TrainCfg()
+    cost: CostCfg = CostCfg()
+
+    @field_validator("experiment", mode="before")
+    @classmethod
+    def _none_is_default(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    def digest(self, *sections: str) -> str:
+        """Digest of the given sections (all when none): what a stage's outputs depend on."""
+        d = self.model_dump(mode="json")
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        given = e.get("input")
+        given_s = "" if isinstance(given, dict) else f" (given: {given!r})"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown parameter{given_s}; remove it or check its spelling")
+        else:
+            lines.append(f"  {loc}: {e['msg']}{given_s}")
+    return (
+        f"Invalid parameters in {source}:\n"
+        + "\n".join(lines)
+        + "\nFix: correct these values (see params.yaml and README for what each one means)."
+    )
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a params mapping; :class:`ConfigError` lists every problem at once."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a params mapping."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(problem(f"override {item!r}", "section.key=value, e.g. al.rounds=5"))
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(problem(f"override {item!r}: {p} is not a section"))
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read and validate ``params.yaml`` (with optional ``key=value`` overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            problem(f"No parameters file at {path}", fix="run from the project root or pass --params PATH")
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(problem(f"{path} is not valid YAML: {e}")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(problem(f"{path} must hold a mapping of sections"))
+    return parse_params(apply_overrides(data, overrides or []), source=str(path))

@@ -1,0 +1,488 @@
+"""The steps of an active-learning experiment as plain library calls, and its persisted state.
+
+Each function here is what one Prefect task in ``tasks/`` wraps; ``bench/`` calls them in a plain
+Python loop to measure what orchestration costs. The experiment's state (label state, cost ledger,
+per-round records) lives in one JSON file written atomically after every label purchase, so a run
+killed anywhere resumes at the last completed round and never buys a label twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alcore._io import write_json_atomic
+from alcore.config import ALCfg, DataCfg, EncoderCfg, OracleCfg, ProxyCfg, TrainCfg
+from alcore.errors import BudgetExceededError, ConfigError, ExperimentLockedError, problem
+from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
+from alcore.ledger import CostLedger
+from alcore.proxy import ProxyMLP
+from alcore.state import LabelState
+
+STATE_VERSION = 1
+
+
+# ---------------------------------------------------------------- seeds and timing
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A stable 31-bit seed for (experiment seed, purpose, round, ...)."""
+    ss = np.random.SeedSequence(
+        [int(seed)] + [k if isinstance(k, int) else sum(map(ord, k)) * 7919 + len(k) for k in keys]
+    )
+    return int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+
+
+@contextmanager
+def stopwatch() -> Iterator[dict[str, float]]:
+    """``with stopwatch() as t: ...`` then ``t["seconds"]``."""
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- data, encoder, features
+@functools.lru_cache(maxsize=4)
+def _load_dataset_cached(name: str, params_json: str) -> Any:
+    from alcore.datasets import load_dataset
+
+    return load_dataset(name, **json.loads(params_json))
+
+
+def load_data(cfg: DataCfg) -> Any:
+    """The :class:`~alcore.datasets.Dataset` a config names (memoised per process)."""
+    return _load_dataset_cached(cfg.name, json.dumps(cfg.params, sort_keys=True))
+
+
+def check_budget(al: ALCfg, n_pool: int) -> None:
+    """Refuse a schedule that asks for more labels than the pool holds."""
+    total = sum(al.schedule())
+    if total > n_pool:
+        raise BudgetExceededError(
+            problem(
+                f"The budget schedule buys {total} labels (al.initial={al.initial} + "
+                f"{al.rounds - 1} x al.batch={al.batch}) but the pool holds {n_pool} samples",
+                f"at most {n_pool} labels in all",
+                "lower al.rounds, al.batch or al.initial",
+            )
+        )
+
+
+def build_encoder(cfg: EncoderCfg, data: Any, *, seed: int, device: str, progress: bool) -> Any:
+    """The pre-trained encoder: timm hub weights, a local file, or SimCLR on the pool."""
+    from alcore.encoders import create_encoder
+    from alcore.ssl import pretrain_simclr
+
+    enc = create_encoder(cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, input_size=cfg.input_size)
+    if cfg.needs_ssl:
+        enc = pretrain_simclr(
+            enc,
+            data.pool,
+            epochs=cfg.ssl.epochs,
+            batch_size=cfg.ssl.batch_size,
+            lr=cfg.ssl.lr,
+            temperature=cfg.ssl.temperature,
+            projection_dim=cfg.ssl.projection_dim,
+            device=device,
+            random_state=derive_seed(seed, "ssl"),
+            progress=progress,
+        )
+    return enc.eval()
+
+
+def compute_features(
+    encoder: Any, data: Any, split: str, *, batch_size: int, device: str, progress: bool
+) -> FeatureSet:
+    """Features of ``data.pool`` or ``data.test`` with their spec."""
+    sp = getattr(data, split)
+    X = extract_features(encoder, sp, batch_size=batch_size, device=device, progress=progress, desc=f"{split} features")
+    spec = FeatureSpec.for_encoder(encoder, sp, dataset=data.fingerprint(), split_name=split)
+    return FeatureSet(ids=np.asarray(sp.ids, dtype=np.int64), X=X, spec=spec)
+
+
+def check_features_match_encoder(encoder_path: str | os.PathLike[str], spec: FeatureSpec) -> None:
+    """Refuse features that another encoder (or other weights) computed."""
+    from alcore.encoders import load_encoder
+    from alcore.errors import FeatureMismatchError
+
+    enc = load_encoder(encoder_path)
+    digest = enc.weights_digest()
+    if spec.weights_digest != digest or spec.encoder_arch != enc.config.arch:
+        raise FeatureMismatchError(
+            problem(
+                f"The features were computed by {spec.encoder_arch} with weights {spec.weights_digest}, but the encoder "
+                f"at {encoder_path} is {enc.config.arch} with weights {digest}",
+                fix="re-extract the features with this encoder (dvc repro, or alcore run --stage features)",
+            )
+        )
+
+
+def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> None:
+    write_features(path, fs.ids, fs.X, fs.spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_features_cached(path: str, mtime_ns: int, size: int) -> FeatureSet:
+    return read_features(path)
+
+
+def load_features(path: str | os.PathLike[str]) -> FeatureSet:
+    """Read a feature file (memoised per process while the file is unchanged)."""
+    st = os.stat(path)
+    return _read_features_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+# ---------------------------------------------------------------- proxy, selection, labels
+def positions_of(ids: np.ndarray, all_ids: np.ndarray) -> np.ndarray:
+    """Row positions of ``ids`` in ``all_ids`` (vectorised; every id must be present)."""
+    order = np.argsort(all_ids, kind="stable")
+    pos = np.searchsorted(all_ids, ids, sorter=order)
+    pos = np.clip(pos, 0, len(all_ids) - 1)
+    found = order[pos]
+    if len(ids) and not np.array_equal(all_ids[found], ids):
+        missing = np.asarray(ids)[all_ids[found] != ids][:5]
+        raise ConfigError(problem(f"ids not in this feature set: {missing.tolist()}"))
+    return found
+
+
+def train_proxy(
+    pool: FeatureSet, ids: np.ndarray, labels: np.ndarray, cfg: ProxyCfg, *, n_classes: int, seed: int, device: str
+) -> ProxyMLP:
+    """A fresh proxy MLP trained on the features of the labeled ``ids``."""
+    X = pool.X[positions_of(np.asarray(ids, dtype=np.int64), pool.ids)]
+    proxy = ProxyMLP(**cfg.model_dump(), device=device, random_state=seed)
+    return proxy.fit(X, np.asarray(labels), n_classes)
+
+
+def proxy_accuracy(proxy: ProxyMLP, test: FeatureSet, test_labels: np.ndarray) -> float:
+    """Test accuracy of the proxy on the test set's pre-computed features."""
+    return float((proxy.predict(test.X) == test_labels).mean())
+
+
+def select_batch(
+    strategy: str,
+    strategy_params: dict[str, Any],
+    pool: FeatureSet,
+    labeled_ids: np.ndarray,
+    labeled_labels: np.ndarray,
+    n: int,
+    *,
+    n_classes: int,
+    proxy: ProxyMLP | None,
+    seed: int,
+    round: int,
+) -> np.ndarray:
+    """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled."""
+    from alcore.strategies import SelectionContext, make_strategy
+
+    labels = np.full(len(pool.ids), -1, dtype=np.int64)
+    labels[positions_of(np.asarray(labeled_ids, dtype=np.int64), pool.ids)] = labeled_labels
+    ctx = SelectionContext(
+        pool_ids=pool.ids, features=pool.X, labels=labels, n_classes=n_classes, model=proxy, round=round
+    )
+    strat = make_strategy(strategy, **strategy_params)
+    return np.asarray(strat.select(ctx, n, random_state=seed), dtype=np.int64)
+
+
+def round_strategy(al: ALCfg, round: int) -> tuple[str, dict[str, Any]]:
+    """Round 1 is random unless the strategy can start cold; later rounds use ``al.strategy``."""
+    from alcore.strategies import STRATEGIES
+
+    cls = STRATEGIES.get(al.strategy)
+    if round == 1 and not getattr(cls, "cold_start", False):
+        return "random", {}
+    return al.strategy, dict(al.strategy_params)
+
+
+def make_oracle_for(cfg: OracleCfg, data: Any, *, seed: int) -> Any:
+    """The oracle a config names; the simulated one reads the pool's hidden labels."""
+    from alcore.oracle import make_oracle
+
+    if cfg.name == "simulated":
+        return make_oracle(
+            "simulated",
+            ids=data.pool.ids,
+            labels=data.pool.labels,
+            n_classes=data.n_classes,
+            price_per_label=cfg.price_per_label,
+            noise_rate=cfg.noise_rate,
+            random_state=derive_seed(seed, "oracle"),
+        )
+    return make_oracle(cfg.name, price_per_label=cfg.price_per_label)
+
+
+def fine_tune(
+    encoder: Any,
+    data: Any,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainCfg,
+    *,
+    mode: str,
+    seed: int,
+    device: str,
+    progress: bool,
+) -> Any:
+    """Train the real network (``lp`` / ``ft`` / ``lpft``) on the labeled ids, from ``encoder``."""
+    from alcore.training import TrainConfig, train_classifier
+
+    tc = TrainConfig(**cfg.model_dump(exclude={"mode"}))
+    pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
+    return train_classifier(
+        encoder,
+        data.pool,
+        pos,
+        labels,
+        n_classes=data.n_classes,
+        mode=mode,
+        config=tc,
+        device=device,
+        random_state=seed,
+        progress=progress,
+    ).model
+
+
+# ---------------------------------------------------------------- file-level steps (what tasks wrap)
+def describe_data(cfg: DataCfg) -> dict[str, Any]:
+    """Name, params, fingerprint, sizes and class names of a dataset."""
+    data = load_data(cfg)
+    if len(data.pool) == 0:
+        raise ConfigError(problem(f"Dataset {cfg.name!r} has an empty pool", fix="check data.params"))
+    return {
+        "name": data.name,
+        "params": data.params,
+        "fingerprint": data.fingerprint(),
+        "n_pool": len(data.pool),
+        "n_test": len(data.test),
+        "n_classes": data.n_classes,
+        "classes": list(data.classes),
+    }
+
+
+def build_and_save_encoder(
+    cfg: EncoderCfg, data_cfg: DataCfg, *, seed: int, device: str, progress: bool, out: str | os.PathLike[str]
+) -> float:
+    """Build the encoder and write it to ``out``; returns the seconds spent."""
+    from alcore.encoders import save_encoder
+
+    with stopwatch() as t:
+        enc = build_encoder(cfg, load_data(data_cfg), seed=seed, device=device, progress=progress)
+    save_encoder(enc, out)
+    return t["seconds"]
+
+
+def extract_and_save_features(
+    encoder_path: str | os.PathLike[str],
+    data_cfg: DataCfg,
+    split: str,
+    *,
+    batch_size: int,
+    device: str,
+    progress: bool,
+    out: str | os.PathLike[str],
+) -> float:
+    """Extract ``split`` features with the encoder file and write them to ``out``; returns seconds."""
+    from alcore.encoders import load_encoder
+
+    enc = load_encoder(encoder_path)
+    with stopwatch() as t:
+        fs = compute_features(enc, load_data(data_cfg), split, batch_size=batch_size, device=device, progress=progress)
+    save_features(fs, out)
+    return t["seconds"]
+
+
+def fine_tune_and_save(
+    encoder_path: str | os.PathLike[str],
+    data_cfg: DataCfg,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainCfg,
+    *,
+    mode: str,
+    seed: int,
+    device: str,
+    progress: bool,
+    out: str | os.PathLike[str],
+) -> float:
+    """Fine-tune from the encoder file and write the classifier to ``out``; returns seconds."""
+    from alcore.encoders import load_encoder
+    from alcore.training import save_classifier
+
+    enc = load_encoder(encoder_path)
+    with stopwatch() as t:
+        model = fine_tune(
+            enc, load_data(data_cfg), ids, labels, cfg, mode=mode, seed=seed, device=device, progress=progress
+        )
+    save_classifier(model, out)
+    return t["seconds"]
+
+
+def evaluate_saved_model(model_path: str | os.PathLike[str], data_cfg: DataCfg, *, device: str) -> dict[str, Any]:
+    """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``."""
+    from alcore.training import evaluate, load_classifier
+
+    model = load_classifier(model_path)
+    with stopwatch() as t:
+        res = evaluate(model, load_data(data_cfg).test, device=device)
+    return {**res, "seconds": t["seconds"]}
+
+
+# ---------------------------------------------------------------- persisted state
+@dataclass
+class ExperimentState:
+    """Everything an experiment has bought and measured; saved after every purchase."""
+
+    config_digest: str
+    labels: LabelState
+    ledger: CostLedger
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
+    final: dict[str, Any] | None = None
+    tracking: dict[str, Any] = field(default_factory=dict)  # e.g. the MLflow run id
+
+    @property
+    def round(self) -> int:
+        """The last round whose labels are committed (0 before any)."""
+        return int(self.labels.current_round)
+
+    def commit(self, round: int, ids: np.ndarray, labels: np.ndarray, seconds: dict[str, float]) -> None:
+        """Record a purchase and its compute in memory (validated before anything changes)."""
+        if round != self.round + 1:
+            raise ConfigError(problem(f"commit of round {round} after round {self.round}", f"round {self.round + 1}"))
+        self.labels.label(ids, labels, round)
+        self.ledger.buy(round, len(ids))
+        for phase, s in seconds.items():
+            self.ledger.record(round, phase, s)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "config_digest": self.config_digest,
+            "labels": self.labels.state_dict(),
+            "ledger": self.ledger.state_dict(),
+            "records": {str(k): v for k, v in sorted(self.records.items())},
+            "final": self.final,
+            "tracking": self.tracking,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically: a crash leaves the previous complete state."""
+        write_json_atomic(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
+        d = json.loads(Path(path).read_text())
+        if d.get("version") != STATE_VERSION:
+            raise ConfigError(problem(f"{path} has state version {d.get('version')}", f"{STATE_VERSION}"))
+        labels = LabelState.from_state_dict(d["labels"])
+        ledger = CostLedger.from_state_dict(d["ledger"])
+        return cls(
+            config_digest=d["config_digest"],
+            labels=labels,
+            ledger=ledger,
+            records={int(k): v for k, v in d.get("records", {}).items()},
+            final=d.get("final"),
+            tracking=d.get("tracking", {}),
+        )
+
+
+def open_state(
+    path: str | os.PathLike[str],
+    *,
+    config_digest: str,
+    pool_ids: np.ndarray,
+    n_classes: int,
+    price_per_label: float,
+    price_per_hour: float,
+) -> ExperimentState:
+    """Resume the state at ``path`` if it belongs to this config, else start a new one."""
+    path = Path(path)
+    if path.exists():
+        st = ExperimentState.load(path)
+        if st.config_digest != config_digest:
+            raise ConfigError(
+                problem(
+                    f"{path} belongs to an experiment with other parameters (digest {st.config_digest}, now {config_digest})",
+                    fix="give this run another experiment.name, or pass --fresh to archive the old state and start over",
+                )
+            )
+        return st
+    return ExperimentState(
+        config_digest=config_digest,
+        labels=LabelState(np.asarray(pool_ids, dtype=np.int64), n_classes),
+        ledger=CostLedger(price_per_label=price_per_label, price_per_hour=price_per_hour),
+    )
+
+
+@contextmanager
+def experiment_lock(dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Exclusive lock on an experiment directory; a second run refuses with a clear message."""
+    import fcntl
+
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    fh = open(dir / ".lock", "w")  # noqa: SIM115 - held for the context
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExperimentLockedError(
+                problem(f"Another run holds the experiment in {dir}", fix="wait for it to finish, or stop it first")
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+def validate_names(p: Any) -> None:
+    """Check every registry name and its parameters before any work starts.
+
+    A typo in a strategy name must fail in a second, not after the encoder has trained.
+    """
+    import inspect
+
+    from alcore.datasets import DATASETS
+    from alcore.encoders import ARCHS
+    from alcore.errors import UnknownNameError, WeightsError
+    from alcore.oracle import ORACLES
+    from alcore.strategies import make_strategy
+
+    loader = DATASETS.get(p.data.name)
+    allowed = [k for k in inspect.signature(loader).parameters]
+    unknown = sorted(set(p.data.params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            problem(
+                f"dataset {p.data.name!r} takes no parameter {', '.join(map(repr, unknown))}",
+                allowed=", ".join(allowed),
+                fix="fix data.params in params.yaml",
+            )
+        )
+    if p.encoder.arch not in ARCHS:
+        from alcore.encoders.core import _is_timm_model
+
+        if not _is_timm_model(p.encoder.arch):
+            raise UnknownNameError(
+                problem(
+                    f"Unknown encoder architecture {p.encoder.arch!r}",
+                    allowed=f"{', '.join(ARCHS.names())}, or any timm model name",
+                    fix="set encoder.arch (alcore list encoders)",
+                )
+            )
+    if p.encoder.weights and not Path(p.encoder.weights).is_file():
+        raise WeightsError(
+            problem(
+                f"encoder.weights={p.encoder.weights!r} does not exist", fix="give the path of a local weights file"
+            )
+        )
+    make_strategy(p.al.strategy, **p.al.strategy_params)
+    ORACLES.get(p.oracle.name)

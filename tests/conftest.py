@@ -1,0 +1,62 @@
+"""Test settings: no network, no telemetry, Prefect and MLflow isolated in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="alcore-tests-"))
+_ENV = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
+    "PREFECT_LOCAL_STORAGE_PATH": str(_SESSION_TMP / "prefect-storage"),
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'mlflow.db'}",
+    "ALCORE_MLFLOW_ARTIFACTS": str(_SESSION_TMP / "mlartifacts"),
+    "TQDM_DISABLE": "1",
+}
+os.environ.update(_ENV)
+os.environ.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the checkout (real MNIST, Fashion-MNIST, CIFAR-10 subset, weights)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole session (it costs seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows  # noqa: F401 - sets the project env defaults (already overridden above)
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from alcore.config import Params, apply_overrides, load_params, parse_params
+from alcore.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_yaml_is_valid_and_matches_defaults_where_documented():
+    p = load_params(REPO / "params.yaml")
+    assert p.data.name == "digits"
+    assert p.al.schedule()[0] == p.al.initial
+    assert len(p.al.schedule()) == p.al.rounds
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ConfigError) as e:
+        parse_params({"al": {"rounds": 0, "strategi": "margin"}, "nope": 1})
+    msg = str(e.value)
+    assert "al.rounds" in msg and "al.strategi" in msg and "nope" in msg and "Fix:" in msg
+
+
+def test_weights_and_pretrained_are_exclusive():
+    with pytest.raises(ConfigError, match="either encoder.weights"):
+        parse_params({"encoder": {"weights": "w.pth", "pretrained": True}})
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("al:\n  rounds: 3\n")
+    p = load_params(f, ["al.rounds=5", "al.strategy=entropy", "data.params={max_pool: 100}"])
+    assert p.al.rounds == 5 and p.al.strategy == "entropy" and p.data.params == {"max_pool": 100}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["al.rounds"])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="No parameters file"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("al: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_digest_tracks_sections():
+    a, b = Params(), parse_params({"al": {"rounds": 3}})
+    assert a.digest("data") == b.digest("data")
+    assert a.digest("al") != b.digest("al")
