@@ -1,0 +1,37 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export UV_PYTHON := 3.11
+
+.PHONY: setup demo test test-all lint clean
+
+# uv installs from the committed uv.lock (uv takes torch from the registry: the machine's pip
+# would pick a CPU-only torch that torchvision cannot import with).
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --locked --extra pipeline
+	@touch $@
+
+setup: .venv/.synced
+
+demo: setup
+	$(UV) run --no-sync dvc repro
+	$(UV) run --no-sync alcore show
+
+test: setup
+	$(UV) run --no-sync pytest -q
+
+test-all: setup
+	$(UV) run --no-sync pytest -q -m "slow or not slow" --run-slow
+
+lint: setup
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+
+clean:
+	rm -rf .prefect mlflow.db mlartifacts data/dataset.json models features runs reports

@@ -1,0 +1,163 @@
+"""The stage flows (``prepare``, ``encoder``, ``features``, ``report``) and the whole ``pipeline``.
+
+``dvc.yaml`` runs each stage as ``python -m flows.pipeline STAGE``; ``alcore run`` runs them all in
+one flow run. Every stage reads ``params.yaml`` through :class:`alcore.config.Params`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from alcore._io import write_json_atomic
+from alcore.config import Params, load_params
+from alcore.experiment import ExperimentState, validate_names
+from alcore.features import read_spec
+from alcore.layout import Layout
+from alcore.ledger import format_table
+from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
+from flows._util import ensure_artifact, read_json, say
+from flows.active_learning import active_learning
+from tasks import tracking
+from tasks._common import ref
+from tasks.data import prepare_data
+from tasks.encoder import build_encoder
+from tasks.features import extract_features
+
+STAGES = ("prepare", "encoder", "features", "active_learning", "report")
+
+
+@flow(name="prepare", validate_parameters=True)
+def prepare(params: Params, root: str = ".") -> dict[str, Any]:
+    """Load the dataset, check it, and describe it in ``data/dataset.json``."""
+    info = prepare_data(params.data)
+    write_json_atomic(Layout(Path(root)).dataset, info)
+    say(f"dataset {info['name']}: {info['n_pool']} pool / {info['n_test']} test images, {info['n_classes']} classes")
+    return info
+
+
+@flow(name="encoder", validate_parameters=True)
+def encoder(params: Params, root: str = ".") -> dict[str, Any]:
+    """Build the pre-trained encoder: ``models/encoder.safetensors`` (+ ``encoder.json``)."""
+    p, L = params, Layout(Path(root))
+    info = read_json(L.dataset, "prepare")
+    out = ensure_artifact(
+        build_encoder,
+        "encoder",
+        p.encoder,
+        p.data,
+        info["fingerprint"],
+        seed=p.experiment.seed,
+        device=p.experiment.device,
+        out=str(L.encoder),
+        progress=p.experiment.progress,
+    )
+    how = (
+        "SimCLR on the pool"
+        if p.encoder.needs_ssl
+        else (p.encoder.weights or ("timm hub" if p.encoder.pretrained else "random init"))
+    )
+    write_json_atomic(
+        L.encoder_meta,
+        {"seconds": out["seconds"], "sha256": out["encoder"]["sha256"], "arch": p.encoder.arch, "weights": how},
+    )
+    say(f"encoder {p.encoder.arch} ({how}): {out['seconds']:.1f} s")
+    return out
+
+
+@flow(name="features", validate_parameters=True)
+def features(params: Params, root: str = ".") -> dict[str, Any]:
+    """Extract pool and test features: ``features/{pool,test}.parquet`` (+ ``features.json``)."""
+    p, L = params, Layout(Path(root))
+    info = read_json(L.dataset, "prepare")
+    enc = ref(L.encoder)
+    outs = {
+        split: ensure_artifact(
+            extract_features,
+            "features",
+            enc,
+            p.data,
+            info["fingerprint"],
+            split,
+            batch_size=p.features.batch_size,
+            device=p.experiment.device,
+            out=str(L.features(split)),
+            progress=p.experiment.progress,
+        )
+        for split in ("pool", "test")
+    }
+    meta = {
+        "seconds": {s: o["seconds"] for s, o in outs.items()},
+        "sha256": {s: o["features"]["sha256"] for s, o in outs.items()},
+        "spec": read_spec(L.features("pool")).to_json(),
+    }
+    write_json_atomic(L.features_meta, meta)
+    n = info["n_pool"] + info["n_test"]
+    secs = sum(meta["seconds"].values())
+    say(f"features: {n} images in {secs:.1f} s ({n / max(secs, 1e-9):.0f} img/s) -> {L.features('pool').parent}/")
+    return outs
+
+
+@flow(name="report", validate_parameters=True)
+def report(params: Params, root: str = ".") -> dict[str, Any]:
+    """Per-round table, ``reports/metrics.json``, ``rounds.csv`` and the PNG plots, also in MLflow."""
+    p, L = params, Layout(Path(root))
+    state = ExperimentState.load(L.state(p.experiment.name))
+    rows = round_rows(state)
+    write_rounds_csv(rows, L.rounds_csv)
+    metrics = write_metrics(state, L.metrics)
+    plot_accuracy(rows, state.final, L.accuracy_plot)
+    plot_costs(rows, L.cost_plot)
+    run_id = state.tracking.get("mlflow_run_id")
+    if run_id:
+        tracking.log_artifacts(run_id, [L.accuracy_plot, L.cost_plot, L.rounds_csv, L.metrics])
+        tracking.finish(run_id)
+    say()
+    say(format_table(rows))
+    say()
+    say(describe_results(state, L, name=p.experiment.name, tracking_uri=tracking.tracking_uri()))
+    return metrics
+
+
+@flow(name="alcore-pipeline", validate_parameters=True)
+def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
+    """All stages in order: prepare, encoder, features, active_learning, report."""
+    prepare(params, root=root)
+    encoder(params, root=root)
+    features(params, root=root)
+    active_learning(params, fresh=fresh, root=root)
+    return report(params, root=root)
+
+
+def run_stage(stage: str, params: Params, *, fresh: bool = False, root: str = ".") -> Any:
+    """Run one stage (or ``all``) after checking every name in ``params``."""
+    validate_names(params)
+    if stage == "all":
+        return pipeline(params, fresh=fresh, root=root)
+    if stage == "active_learning":
+        return active_learning(params, fresh=fresh, root=root)
+    return {"prepare": prepare, "encoder": encoder, "features": features, "report": report}[stage](params, root=root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.pipeline STAGE [--params params.yaml] [key=value ...]`` (what dvc.yaml runs)."""
+    from alcore.cli import main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*STAGES, "all"):
+        print(
+            f"usage: python -m flows.pipeline {{{','.join((*STAGES, 'all'))}}} [--params FILE] [--set key=value]",
+            file=sys.stderr,
+        )
+        return 2
+    return cli_main(["run", "--stage", argv[0], *argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["STAGES", "pipeline", "prepare", "encoder", "features", "report", "run_stage", "load_params"]

@@ -1,0 +1,44 @@
+"""Task: choose the next batch of ids to label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from prefect import task
+
+from alcore.experiment import load_features, select_batch, stopwatch
+from tasks._common import CACHE
+
+
+@task(name="select", cache_policy=CACHE - "proxy", persist_result=True, retries=1)
+def select(
+    strategy: str,
+    strategy_params: dict[str, Any],
+    features: dict[str, str],
+    labeled_ids: np.ndarray,
+    labeled_labels: np.ndarray,
+    n: int,
+    *,
+    n_classes: int,
+    proxy: Any,
+    proxy_key: str,
+    seed: int,
+    round: int,
+) -> dict[str, Any]:
+    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key)."""
+    pool = load_features(features["path"])
+    with stopwatch() as t:
+        ids = select_batch(
+            strategy,
+            strategy_params,
+            pool,
+            labeled_ids,
+            labeled_labels,
+            n,
+            n_classes=n_classes,
+            proxy=proxy,
+            seed=seed,
+            round=round,
+        )
+    return {"ids": ids, "seconds": t["seconds"]}

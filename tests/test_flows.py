@@ -1,0 +1,180 @@
+"""The Prefect flows end to end on digits: results, MLflow content, caching, crash and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from alcore.config import parse_params
+from alcore.experiment import ExperimentState
+from alcore.layout import Layout
+from tests._tiny import tiny
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, prefect_harness):
+    from flows.pipeline import pipeline
+
+    root = tmp_path_factory.mktemp("run")
+    t0 = time.perf_counter()
+    metrics = pipeline(parse_params(tiny()), root=str(root))
+    return root, metrics, time.perf_counter() - t0
+
+
+def test_pipeline_writes_every_output(first_run):
+    root, metrics, _ = first_run
+    L = Layout(root)
+    for p in (
+        L.dataset,
+        L.encoder,
+        L.encoder_meta,
+        L.features("pool"),
+        L.features("test"),
+        L.features_meta,
+        L.state("tiny"),
+        L.final_model("tiny"),
+        L.metrics,
+        L.rounds_csv,
+        L.accuracy_plot,
+        L.cost_plot,
+    ):
+        assert p.is_file(), p
+    assert L.accuracy_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    st = ExperimentState.load(L.state("tiny"))
+    assert st.labels.n_labeled == 30 and st.round == 3
+    assert sorted(st.records) == [1, 2, 3]
+    assert metrics["labels"] == 30 and metrics["label_usd"] == pytest.approx(15.0)
+    assert 0 < metrics["test_accuracy"] <= 1 and metrics["compute_seconds"] > 0
+    rows = st.ledger.rows()
+    assert rows[0]["round"] == 0 and rows[0]["seconds_pretraining"] > 0 and rows[0]["seconds_extraction"] > 0
+    assert [r["labels"] for r in rows] == [0, 10, 10, 10]
+    assert rows[-1]["seconds_final_training"] > 0
+    assert json.loads(L.metrics.read_text())["total_usd"] == pytest.approx(metrics["total_usd"])
+
+
+def test_mlflow_run_holds_params_round_metrics_and_plots(first_run):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    root, _, _ = first_run
+    st = ExperimentState.load(Layout(root).state("tiny"))
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    c = MlflowClient()
+    run = c.get_run(st.tracking["mlflow_run_id"])
+    assert run.data.params["al.strategy"] == "margin" and run.data.params["encoder.arch"] == "cifar_resnet8"
+    hist = c.get_metric_history(run.info.run_id, "proxy_accuracy")
+    assert sorted(m.step for m in hist) == [1, 2, 3]
+    assert {m.step for m in c.get_metric_history(run.info.run_id, "total_usd_cum")} == {1, 2, 3}
+    assert "final_test_accuracy" in run.data.metrics
+    arts = {a.path for a in c.list_artifacts(run.info.run_id)}
+    assert {"accuracy_vs_labels.png", "cost_breakdown.png", "rounds.csv", "metrics.json"} <= arts
+    assert run.info.status == "FINISHED"
+
+
+def test_rerun_is_served_from_cache_with_the_same_costs(first_run, monkeypatch):
+    import tasks.encoder
+    import tasks.label
+    from flows.pipeline import pipeline
+
+    root, first, _ = first_run
+    calls = {"encoder": 0, "oracle": 0}
+    real_build, real_oracle = tasks.encoder.build_and_save_encoder, tasks.label.make_oracle_for
+
+    def count(key, fn):
+        def wrapper(*a, **k):
+            calls[key] += 1
+            return fn(*a, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(tasks.encoder, "build_and_save_encoder", count("encoder", real_build))
+    monkeypatch.setattr(tasks.label, "make_oracle_for", count("oracle", real_oracle))
+    again = pipeline(parse_params(tiny()), fresh=True, root=str(root))  # state archived: the flow re-runs every round
+    assert calls == {"encoder": 0, "oracle": 0}
+    assert again == first  # identical labels, accuracy and (cached) compute seconds
+
+
+def test_crash_mid_run_resumes_without_buying_twice(tmp_path, prefect_harness, monkeypatch):
+    import alcore.experiment
+    import tasks.label
+    import tasks.select
+    from flows.active_learning import active_learning
+    from flows.pipeline import encoder, features, prepare
+
+    params = parse_params(tiny(experiment={"name": "crash", "seed": 7}, al={"rounds": 4}))
+    for stage in (prepare, encoder, features):
+        stage(params, root=str(tmp_path))
+    real = alcore.experiment.select_batch
+
+    def crash_in_round_3(*a, **k):
+        if k["round"] == 3:
+            raise RuntimeError("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(tasks.select, "select_batch", crash_in_round_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        active_learning(params, root=str(tmp_path))
+    st = ExperimentState.load(Layout(tmp_path).state("crash"))
+    assert st.round == 2 and st.labels.n_labeled == 20
+    bought_before = set(st.labels.labeled_ids.tolist())
+
+    asked = []
+    real_oracle = tasks.label.make_oracle_for
+
+    class Spy:
+        def __init__(self, o):
+            self.o = o
+
+        def query(self, ids):
+            asked.extend(np.asarray(ids).tolist())
+            return self.o.query(ids)
+
+    monkeypatch.setattr(tasks.select, "select_batch", real)
+    monkeypatch.setattr(tasks.label, "make_oracle_for", lambda *a, **k: Spy(real_oracle(*a, **k)))
+    out = active_learning(params, root=str(tmp_path))
+    st = ExperimentState.load(Layout(tmp_path).state("crash"))
+    assert out["labels"] == 40 and st.round == 4
+    assert len(asked) == 20 and not (set(asked) & bought_before)  # only rounds 3 and 4 were bought
+    assert st.ledger.totals()["labels"] == 40
+
+
+def test_sigkill_anywhere_then_resume(tmp_path, prefect_harness):
+    """A real SIGKILL of the flow process; the restarted run completes with every label bought once."""
+    from flows.pipeline import encoder, features, prepare
+
+    d = tiny(experiment={"name": "killed"}, proxy={"epochs": 400}, al={"rounds": 6})
+    params = parse_params(d)
+    for stage in (prepare, encoder, features):
+        stage(params, root=str(tmp_path))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
+    state = Layout(tmp_path).state("killed")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    cmd = [sys.executable, "-m", "flows.pipeline", "active_learning"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and ExperimentState.load(state).round >= 2:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL) if killed else None
+    proc.wait()
+    mid = ExperimentState.load(state)
+    assert mid.labels.n_labeled == sum(params.al.schedule()[: mid.round])
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    end = ExperimentState.load(state)
+    assert end.round == 6 and end.labels.n_labeled == 60 == end.ledger.totals()["labels"]
+    assert killed or "Resuming" not in r.stdout
