@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alcore.config import parse_params
 from tests._tiny import tiny
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,8 @@ def project(tmp_path_factory):
     for name in ("alcore", "tasks", "flows"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny(experiment={"name": "dvc"})))
+    full = parse_params(tiny(experiment={"name": "dvc"})).model_dump(mode="json")  # DVC needs every section
+    (root / "params.yaml").write_text(yaml.safe_dump(full))
     env = {**os.environ, "PYTHONPATH": str(root), "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
     for k in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "MLFLOW_TRACKING_URI", "ALCORE_MLFLOW_ARTIFACTS"):
         env.pop(k)  # the project's own defaults (.prefect/, mlflow.db inside the copy)
