@@ -65,6 +65,25 @@ def run(
 
 
 @app.command()
+def compare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Compare pipelines x strategies x seeds (params.yaml `compare`); writes reports/compare/."""
+    from alcore.config import load_params
+
+    try:
+        p = load_params(params, set_ or [])
+    except AlcoreError as e:
+        _fail(e)
+    try:
+        from flows.compare import compare as compare_flow
+    except ImportError as e:  # pragma: no cover - depends on the install
+        _fail(RuntimeError(f"the pipeline extra is not installed ({e}); run `uv sync --extra pipeline`"))
+    try:
+        compare_flow(p)
+    except AlcoreError as e:
+        _fail(e)
+
+
+@app.command()
 def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Print an experiment's per-round table and totals from its saved state."""
     from alcore.config import load_params
@@ -90,7 +109,9 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 
 
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="strategies, datasets, encoders or modes")] = "strategies") -> None:
+def list_(
+    what: Annotated[str, typer.Argument(help="strategies, datasets, encoders, modes or triggers")] = "strategies",
+) -> None:
     """List the registered strategies, datasets, encoder architectures or training modes."""
     if what == "strategies":
         from alcore.strategies import STRATEGIES
@@ -107,9 +128,13 @@ def list_(what: Annotated[str, typer.Argument(help="strategies, datasets, encode
     elif what == "modes":
         from alcore.training import MODES
 
-        names = list(MODES)
+        names = ["auto", *MODES]
+    elif what == "triggers":
+        from alcore.realign import TRIGGERS
+
+        names = TRIGGERS.names()
     else:
-        _fail(AlcoreError(f"cannot list {what!r}. Allowed: strategies, datasets, encoders, modes."))
+        _fail(AlcoreError(f"cannot list {what!r}. Allowed: strategies, datasets, encoders, modes, triggers."))
     for n in names:
         typer.echo(n)
 

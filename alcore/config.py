@@ -74,12 +74,23 @@ class ProxyCfg(_Model):
 
 
 class ALCfg(_Model):
-    pipeline: Literal["svpp"] = "svpp"
+    pipeline: Literal["standard", "svpp", "asvp"] = Field(
+        "svpp",
+        description="standard: fine-tune + score with the network every round; svpp: proxy on fixed features; "
+        "asvp: svpp + realign the features when the trigger fires",
+    )
     strategy: str = "margin"
     strategy_params: dict[str, Any] = Field(default_factory=dict)
     initial: int = Field(20, ge=1, description="labels bought at random in round 1")
     batch: int = Field(20, ge=1, description="labels bought in each later round")
     rounds: int = Field(10, ge=1, description="rounds in all, round 1 included")
+    trigger: str = Field("logme_drop", description="asvp: when to realign (alcore list triggers)")
+    trigger_params: dict[str, Any] = Field(default_factory=dict)
+    max_realignments: int = Field(3, ge=0, description="asvp: at most this many realignments per experiment")
+    evaluate_every_round: bool = Field(
+        False,
+        description="train and test the final network at every budget (uncharged evaluation; compare turns it on)",
+    )
 
     def schedule(self) -> list[int]:
         """Labels bought in rounds 1..rounds."""
@@ -93,7 +104,8 @@ class OracleCfg(_Model):
 
 
 class TrainCfg(_Model):
-    mode: Literal["lp", "ft", "lpft"] = "lpft"
+    mode: Literal["auto", "lp", "ft", "lpft"] = "auto"
+    auto_threshold: int = Field(500, ge=0, description="auto: LP-FT below this many labels, FT from it on")
     lp_epochs: int = Field(50, ge=0)
     ft_epochs: int = Field(30, ge=0)
     batch_size: int = Field(64, ge=2)
@@ -108,6 +120,17 @@ class CostCfg(_Model):
     price_per_hour: float = Field(3.0, ge=0, description="compute $ per hour (the paper uses $3/GPU-hour)")
 
 
+class CompareCfg(_Model):
+    """The ``compare`` flow: pipelines x strategies x seeds on one dataset and encoder."""
+
+    pipelines: list[Literal["standard", "svpp", "asvp"]] = Field(default_factory=lambda: ["standard", "svpp", "asvp"])
+    strategies: list[str] = Field(default_factory=lambda: ["margin"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    target_fraction: float = Field(
+        0.98, gt=0, le=1, description="labels to reach this fraction of Standard AL's final accuracy"
+    )
+
+
 class Params(_Model):
     """The whole of ``params.yaml``."""
 
@@ -120,6 +143,7 @@ class Params(_Model):
     oracle: OracleCfg = OracleCfg()
     train: TrainCfg = TrainCfg()
     cost: CostCfg = CostCfg()
+    compare: CompareCfg = CompareCfg()
 
     @field_validator("experiment", mode="before")
     @classmethod

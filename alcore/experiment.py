@@ -236,7 +236,7 @@ def fine_tune(
     """Train the real network (``lp`` / ``ft`` / ``lpft``) on the labeled ids, from ``encoder``."""
     from alcore.training import TrainConfig, train_classifier
 
-    tc = TrainConfig(**cfg.model_dump(exclude={"mode"}))
+    tc = TrainConfig(**cfg.model_dump(exclude={"mode", "auto_threshold"}))
     pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
     return train_classifier(
         encoder,
@@ -327,6 +327,50 @@ def fine_tune_and_save(
     return t["seconds"]
 
 
+def extract_with_classifier(
+    model_path: str | os.PathLike[str],
+    data_cfg: DataCfg,
+    split: str,
+    *,
+    batch_size: int,
+    device: str,
+    progress: bool,
+    out: str | os.PathLike[str],
+) -> float:
+    """Features of ``split`` from a fine-tuned classifier's encoder (Standard AL scoring, ASVP
+    re-extraction); a new spec (its weights digest), a new file. Returns seconds."""
+    from alcore.training import load_classifier
+
+    model = load_classifier(model_path)
+    with stopwatch() as t:
+        fs = compute_features(
+            model.encoder, load_data(data_cfg), split, batch_size=batch_size, device=device, progress=progress
+        )
+    save_features(fs, out)
+    return t["seconds"]
+
+
+def decide_realign(
+    trigger: str,
+    trigger_params: dict[str, Any],
+    pool: FeatureSet,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    *,
+    round: int,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Ask the realignment trigger whether ASVP should realign now: ``{"fire", "reason", **indicators}``."""
+    from alcore.realign import make_trigger
+
+    trig = make_trigger(trigger, **trigger_params)
+    X = pool.X[positions_of(np.asarray(ids, dtype=np.int64), pool.ids)] if trig.needs_features else None
+    d = trig.decide(
+        round=round, n_labeled=len(ids), X=X, y=np.asarray(labels) if X is not None else None, history=history
+    )
+    return {"fire": bool(d.fire), "reason": d.reason, **{k: float(v) for k, v in d.indicators.items()}}
+
+
 def evaluate_saved_model(model_path: str | os.PathLike[str], data_cfg: DataCfg, *, device: str) -> dict[str, Any]:
     """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``."""
     from alcore.training import evaluate, load_classifier
@@ -348,6 +392,7 @@ class ExperimentState:
     records: dict[int, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
     final: dict[str, Any] | None = None
     tracking: dict[str, Any] = field(default_factory=dict)  # e.g. the MLflow run id
+    versions: list[dict[str, Any]] = field(default_factory=list)  # feature versions (ASVP realignments)
 
     @property
     def round(self) -> int:
@@ -372,6 +417,7 @@ class ExperimentState:
             "records": {str(k): v for k, v in sorted(self.records.items())},
             "final": self.final,
             "tracking": self.tracking,
+            "versions": self.versions,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -392,6 +438,7 @@ class ExperimentState:
             records={int(k): v for k, v in d.get("records", {}).items()},
             final=d.get("final"),
             tracking=d.get("tracking", {}),
+            versions=d.get("versions", []),
         )
 
 
@@ -486,3 +533,8 @@ def validate_names(p: Any) -> None:
         )
     make_strategy(p.al.strategy, **p.al.strategy_params)
     ORACLES.get(p.oracle.name)
+    from alcore.realign import make_trigger
+
+    make_trigger(p.al.trigger, **p.al.trigger_params)
+    for s in getattr(getattr(p, "compare", None), "strategies", []):
+        make_strategy(s)

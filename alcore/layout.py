@@ -9,6 +9,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Layout:
     root: Path = Path(".")
+    runs_dir: str = "runs"
 
     @property
     def dataset(self) -> Path:
@@ -33,7 +34,7 @@ class Layout:
 
     @property
     def runs(self) -> Path:
-        return self.root / "runs"
+        return self.root / self.runs_dir
 
     def run_dir(self, name: str) -> Path:
         return self.runs / name
@@ -47,6 +48,11 @@ class Layout:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def compare(self) -> Path:
+        """Outputs of the compare flow (its experiments live under ``compare/runs``)."""
+        return self.reports / "compare"
 
     @property
     def metrics(self) -> Path:

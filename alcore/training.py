@@ -33,6 +33,16 @@ Mode = Literal["lp", "ft", "lpft"]
 MODES: tuple[str, ...] = ("lp", "ft", "lpft")
 
 
+def resolve_mode(mode: str, n_labeled: int, auto_threshold: int = 500) -> str:
+    """``auto``: LP-FT below ``auto_threshold`` labels (few labels distort features least with a
+    probed head first), FT from there on; any explicit mode is returned as given."""
+    if mode == "auto":
+        return "lpft" if n_labeled < auto_threshold else "ft"
+    if mode not in MODES:
+        raise ConfigError(problem(f"training mode {mode!r}", "auto, " + ", ".join(MODES), "set train.mode"))
+    return mode
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of LP / FT / LP-FT (defaults sized for small CPU runs; the reference CIFAR-10
@@ -302,3 +312,34 @@ def load_classifier(path: Any) -> Classifier:
     model = Classifier(enc, int(meta["n_classes"]))
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.eval()
+
+
+class HeadScorer:
+    """A trained linear head as a selection scorer on its encoder's features (Standard AL).
+
+    ``predict_proba(Z) = softmax(Z W^T + b)`` and ``embed(Z) = Z``: exactly the classifier's outputs
+    when ``Z`` are the features its own (fine-tuned) encoder computed.
+    """
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight = np.asarray(weight, dtype=np.float32)
+        self.bias = np.asarray(bias, dtype=np.float32)
+
+    @classmethod
+    def from_file(cls, path: Any) -> HeadScorer:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as fh:
+            return cls(fh.get_tensor("head.weight"), fh.get_tensor("head.bias"))
+
+    def predict_proba(self, Z: np.ndarray) -> np.ndarray:
+        logits = np.asarray(Z, dtype=np.float32) @ self.weight.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def embed(self, Z: np.ndarray) -> np.ndarray:
+        return np.asarray(Z, dtype=np.float32)
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return self.predict_proba(Z).argmax(axis=1)

@@ -1,27 +1,38 @@
-"""The ``active_learning`` flow: the rounds loop of SVPp.
+"""The ``active_learning`` flow: the rounds loop of the three pipelines of Wen et al. (TMLR 2024).
 
-Each round: train a fresh proxy on the labeled features, select the next batch with the strategy,
-buy its labels, commit them (atomically, with their costs) to the experiment state. At the end:
-fine-tune the real network once (LP / FT / LP-FT) and evaluate it on the test set.
+- ``svpp``: every round a fresh proxy MLP on the pre-computed features selects; the real network is
+  fine-tuned once, at the end.
+- ``asvp``: as ``svpp``, and after each round the realignment trigger may fire: fine-tune the
+  encoder on the labeled set, re-extract pool and test features with it (a new feature version,
+  a new Parquet file; the old one stays) and go on with the same labeled set.
+- ``standard``: every round fine-tune the encoder (fresh from its pre-trained weights) on the
+  labeled set and score the whole pool with that network.
 
-Killed anywhere, it resumes at the last committed round; the ``label`` task is cached on the ids it
-was asked for, so no label is bought twice.
+Every purchase is committed, with its compute seconds, to the experiment state in one atomic
+write. Killed anywhere, the flow resumes at the last committed round; the ``label`` task is cached
+on the ids it was asked for, so no label is bought twice.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import flow
 
+from alcore._io import atomic_path
 from alcore.config import Params
 from alcore.experiment import (
     check_budget,
     check_features_match_encoder,
     derive_seed,
     experiment_lock,
+    load_data,
+    load_features,
     open_state,
     round_strategy,
 )
@@ -29,24 +40,24 @@ from alcore.features import read_spec
 from alcore.layout import Layout
 from alcore.ledger import CostLedger
 from alcore.proxy import warm_up
-from alcore.report import round_rows
+from alcore.report import round_rows, summary
+from alcore.training import HeadScorer, resolve_mode
 from flows._util import archive, ensure_artifact, read_json, say
 from tasks import tracking
 from tasks._common import ref
 from tasks.evaluate import evaluate
+from tasks.features import extract_with_network
 from tasks.finetune import fine_tune
 from tasks.label import label
 from tasks.proxy import evaluate_proxy, train_proxy
+from tasks.realign import decide_realign
 from tasks.select import select
 
 
 def experiment_digest(p: Params) -> str:
-    """What an experiment's labels depend on (not the device, not progress bars)."""
-    d = p.model_dump(mode="json")
+    """What an experiment's labels depend on (not the device, progress bars or compare settings)."""
+    d = p.model_dump(mode="json", exclude={"compare"})
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -55,137 +66,246 @@ def _labeled(state: Any) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.asarray(state.labels.labels_of(ids), dtype=np.int64)
 
 
-@flow(name="active_learning", validate_parameters=True)
-def active_learning(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
-    """Run (or resume) the experiment ``params.experiment.name``; returns its summary."""
-    from alcore.report import summary
+class _Run:
+    """The per-experiment context of one flow run: parameters, paths, refs, the state."""
 
-    p, L = params, Layout(Path(root))
-    seed, dev, name = p.experiment.seed, p.experiment.device, p.experiment.name
+    def __init__(self, p: Params, L: Layout, state: Any, info: dict[str, Any]) -> None:
+        self.p, self.L, self.state = p, L, state
+        self.name, self.seed, self.dev = p.experiment.name, p.experiment.seed, p.experiment.device
+        self.fp, self.n_classes = info["fingerprint"], int(info["n_classes"])
+        self.encoder = ref(L.encoder)
+        self.dir = L.run_dir(self.name)
+
+    def features(self) -> dict[str, Any]:
+        """The current feature version (the last realignment's, or the features stage's)."""
+        return self.state.versions[-1]
+
+    def network(self, ids: np.ndarray, labs: np.ndarray) -> dict[str, Any]:
+        """Fine-tune the pre-trained encoder on ``ids`` with the resolved training mode.
+
+        Standard AL's selection network, ASVP's realignment network, the per-budget evaluation
+        network and the final one are all this one computation for a given labeled set: one
+        cached result, one file.
+        """
+        p = self.p
+        mode = resolve_mode(p.train.mode, len(ids), p.train.auto_threshold)
+        out = self.dir / "networks" / f"net-{len(ids)}.safetensors"
+        res = ensure_artifact(
+            fine_tune,
+            "model",
+            self.encoder,
+            p.data,
+            self.fp,
+            ids,
+            labs,
+            p.train,
+            mode=mode,
+            seed=derive_seed(self.seed, "network", len(ids)),
+            device=self.dev,
+            out=str(out),
+            progress=False,
+        )
+        return {**res, "mode": mode}
+
+    def network_features(self, model: dict[str, str], split: str) -> dict[str, Any]:
+        out = self.dir / "features" / f"{Path(model['path']).stem}-{split}.parquet"
+        return ensure_artifact(
+            extract_with_network,
+            "features",
+            model,
+            self.p.data,
+            self.fp,
+            split,
+            batch_size=self.p.features.batch_size,
+            device=self.dev,
+            out=str(out),
+        )
+
+    def proxy(self, ids: np.ndarray, labs: np.ndarray, round: int) -> dict[str, Any]:
+        f = self.features()
+        out = train_proxy(
+            f["pool"],
+            ids,
+            labs,
+            self.p.proxy,
+            n_classes=self.n_classes,
+            seed=derive_seed(self.seed, "proxy", round),
+            device=self.dev,
+        )
+        out["key"] = f"{f['pool']['sha256']}:{round}:{hashlib.sha256(ids.tobytes()).hexdigest()[:16]}"
+        return out
+
+
+def _select_round(run: _Run, r: int, n: int, proxy: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, float]]:
+    """Choose round ``r``'s batch; returns ids and the compute seconds by phase."""
+    p, st = run.p, run.state
+    strat, sparams = round_strategy(p.al, r)
+    ids, labs = _labeled(st)
+    seconds: dict[str, float] = {}
+    features, scorer, key = run.features()["pool"], None, ""
+    if r > 1 and p.al.pipeline == "standard":
+        net = run.network(ids, labs)
+        feats = run.network_features(net["model"], "pool")
+        seconds = {"fine_tuning": net["seconds"], "scoring": feats["seconds"]}
+        features, scorer, key = feats["features"], HeadScorer.from_file(net["model"]["path"]), net["model"]["sha256"]
+    elif r > 1:
+        proxy = proxy or run.proxy(ids, labs, r - 1)
+        seconds = {"proxy_training": proxy["seconds"]}
+        scorer, key = proxy["proxy"], proxy["key"]
+    sel = select(
+        strat,
+        sparams,
+        features,
+        ids,
+        labs,
+        n,
+        n_classes=run.n_classes,
+        proxy=scorer,
+        proxy_key=key,
+        seed=derive_seed(run.seed, "select", r),
+        round=r,
+    )
+    seconds["scoring"] = seconds.get("scoring", 0.0) + sel["seconds"]
+    return sel["ids"], seconds
+
+
+def _realign(run: _Run, r: int, record: dict[str, Any]) -> None:
+    """ASVP: ask the trigger; if it fires, fine-tune on L and re-extract pool and test features."""
+    p, st = run.p, run.state
+    ids, labs = _labeled(st)
+    since = len(st.versions) - 1
+    history = [st.records[k].get("trigger", {}) for k in sorted(st.records) if st.records[k].get("version", 0) == since]
+    d = decide_realign(p.al.trigger, p.al.trigger_params, run.features()["pool"], ids, labs, round=r, history=history)
+    d["n_labeled_at_fire"] = len(ids) if d["fire"] else 0
+    if d["fire"] and (len(st.versions) - 1 >= p.al.max_realignments or r == p.al.rounds):
+        d["fire"], d["reason"] = (
+            False,
+            (d["reason"] + "; " if d["reason"] else "")
+            + ("last round" if r == p.al.rounds else f"max_realignments={p.al.max_realignments} reached"),
+        )
+    d["fired"] = d["fire"]
+    record["trigger"] = d
+    if not d["fire"]:
+        return
+    net = run.network(ids, labs)
+    v = len(st.versions)
+    pool = run.network_features(net["model"], "pool")
+    test = run.network_features(net["model"], "test")
+    st.ledger.record(r, "fine_tuning", net["seconds"])
+    st.ledger.record(r, "reextraction", pool["seconds"])  # the test set's features are evaluation, not charged
+    st.versions.append(
+        {
+            "version": v,
+            "round": r,
+            "n_labeled": len(ids),
+            "pool": pool["features"],
+            "test": test["features"],
+            "network": net["model"],
+        }
+    )
+    say(
+        f"           realigned after round {r} ({d['reason']}): features v{v} from a network fine-tuned on {len(ids)} labels"
+    )
+
+
+def _measure(run: _Run, r: int, test_labels: np.ndarray) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Round ``r``'s record (accuracies, trigger) and the proxy that selects round r + 1."""
+    p, st = run.p, run.state
+    ids, labs = _labeled(st)
+    record: dict[str, Any] = {}
+    if p.al.pipeline == "asvp":
+        _realign(run, r, record)
+    record["version"] = len(st.versions) - 1
+    proxy = None
+    if p.al.pipeline != "standard":
+        proxy = run.proxy(ids, labs, r)
+        record["proxy_accuracy"] = evaluate_proxy(proxy["proxy"], proxy["key"], run.features()["test"], test_labels)
+    if p.al.evaluate_every_round:  # the final network at this budget: evaluation, never charged
+        net = run.network(ids, labs)  # Standard's next selection network: the same cached result
+        record["test_accuracy"] = evaluate(net["model"], p.data, run.fp, device=run.dev)["accuracy"]
+    return record, proxy
+
+
+@flow(name="active_learning", validate_parameters=True)
+def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
+    """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``)."""
+    p, L = params, Layout(Path(root), runs_dir=runs)
+    name = p.experiment.name
     info = read_json(L.dataset, "prepare")
     check_budget(p.al, info["n_pool"])
-    fp, n_classes = info["fingerprint"], int(info["n_classes"])
-    enc_ref = ref(L.encoder)
     pool_ref, test_ref = ref(L.features("pool")), ref(L.features("test"))
     spec = read_spec(pool_ref["path"])
     read_spec(test_ref["path"]).check_compatible(spec)
-    check_features_match_encoder(enc_ref["path"], spec)
-    from alcore.experiment import load_data
-
-    data = load_data(p.data)
-    test_labels = np.asarray(data.test.labels)
+    check_features_match_encoder(L.encoder, spec)
+    test_labels = np.asarray(load_data(p.data).test.labels)
     state_path = L.state(name)
     with experiment_lock(L.run_dir(name)):
         if fresh and state_path.exists():
             say(f"Archived the previous state to {archive(state_path)}")
-        state = open_state(
+        st = open_state(
             state_path,
             config_digest=experiment_digest(p),
-            pool_ids=spec_ids(pool_ref),
-            n_classes=n_classes,
+            pool_ids=load_features(pool_ref["path"]).ids,
+            n_classes=int(info["n_classes"]),
             price_per_label=p.oracle.price_per_label,
             price_per_hour=p.cost.price_per_hour,
         )
-        if state.round == 0:
-            # Round 0: the setup work the experiment paid for before its first label.
+        if st.round == 0:  # round 0: the setup work paid for before the first label
             enc_meta, feat_meta = read_json(L.encoder_meta, "encoder"), read_json(L.features_meta, "features")
-            state.ledger = CostLedger(price_per_label=p.oracle.price_per_label, price_per_hour=p.cost.price_per_hour)
-            state.ledger.record(0, "pretraining", enc_meta["seconds"])
-            state.ledger.record(0, "extraction", feat_meta["seconds"]["pool"])
-        run_id = tracking.start_run(name, p.model_dump(mode="json"), state.tracking.get("mlflow_run_id"))
-        state.tracking["mlflow_run_id"] = run_id
+            st.ledger = CostLedger(price_per_label=p.oracle.price_per_label, price_per_hour=p.cost.price_per_hour)
+            st.ledger.record(0, "pretraining", enc_meta["seconds"])
+            if p.al.pipeline != "standard":  # standard never uses the pre-computed features
+                st.ledger.record(0, "extraction", feat_meta["seconds"]["pool"])
+            st.versions = [{"version": 0, "round": 0, "pool": pool_ref, "test": test_ref}]
+        run = _Run(p, L, st, info)
+        run_id = tracking.start_run(
+            name, p.model_dump(mode="json", exclude={"compare"}), st.tracking.get("mlflow_run_id")
+        )
+        st.tracking["mlflow_run_id"] = run_id
         schedule = p.al.schedule()
-        if state.round:
-            say(f"Resuming {name!r} after round {state.round} ({state.labels.n_labeled} labels already bought).")
-        proxy, proxy_key, pending = None, "", 0.0
+        if st.round:
+            say(f"Resuming {name!r} after round {st.round} ({st.labels.n_labeled} labels already bought).")
         warm_up()  # a one-time import is not a cost of any round
+        proxy = None
         for r in range(1, len(schedule) + 1):
-            if r > state.round:
-                strat, sparams = round_strategy(p.al, r)
-                ids, labs = _labeled(state)
-                if r > 1 and proxy is None:
-                    out = train_proxy(
-                        pool_ref,
-                        ids,
-                        labs,
-                        p.proxy,
-                        n_classes=n_classes,
-                        seed=derive_seed(seed, "proxy", r - 1),
-                        device=dev,
-                    )
-                    proxy, pending = out["proxy"], out["seconds"]
-                    proxy_key = f"{pool_ref['sha256']}:{r - 1}:{ids.sum()}:{len(ids)}"
-                sel = select(
-                    strat,
-                    sparams,
-                    pool_ref,
-                    ids,
-                    labs,
-                    schedule[r - 1],
-                    n_classes=n_classes,
-                    proxy=proxy if r > 1 else None,
-                    proxy_key=proxy_key if r > 1 else "",
-                    seed=derive_seed(seed, "select", r),
-                    round=r,
+            if r > st.round:
+                ids, seconds = _select_round(run, r, schedule[r - 1], proxy)
+                ans = label(p.oracle, p.data, run.fp, ids, seed=run.seed)
+                st.commit(r, ans["ids"], ans["labels"], seconds)
+                st.save(state_path)
+                proxy = None
+            if r not in st.records:
+                st.records[r], proxy = _measure(run, r, test_labels)
+                st.save(state_path)
+                row = next(x for x in round_rows(st) if x["round"] == r)
+                trig = st.records[r].get("trigger", {})
+                tracking.log_metrics(
+                    run_id,
+                    {**{k: v for k, v in row.items() if k != "round"}, **{f"trigger_{k}": v for k, v in trig.items()}},
+                    step=r,
                 )
-                ans = label(p.oracle, p.data, fp, sel["ids"], seed=seed)
-                state.commit(r, ans["ids"], ans["labels"], {"proxy_training": pending, "scoring": sel["seconds"]})
-                state.save(state_path)
-                proxy, pending = None, 0.0
-            if r not in state.records:
-                ids, labs = _labeled(state)
-                out = train_proxy(
-                    pool_ref, ids, labs, p.proxy, n_classes=n_classes, seed=derive_seed(seed, "proxy", r), device=dev
+                acc = " ".join(
+                    f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r]
                 )
-                proxy, pending = out["proxy"], out["seconds"]
-                proxy_key = f"{pool_ref['sha256']}:{r}:{ids.sum()}:{len(ids)}"
-                acc = evaluate_proxy(proxy, proxy_key, test_ref, test_labels)
-                state.records[r] = {"proxy_accuracy": acc}
-                state.save(state_path)
-                row = next(x for x in round_rows(state) if x["round"] == r)
-                tracking.log_metrics(run_id, {k: v for k, v in row.items() if k != "round"}, step=r)
                 say(
-                    f"round {r:>3}: {row['labels_total']:>6} labels  proxy test acc {acc:.4f}  "
-                    f"select {sel_s(row):.2f} s  total ${row['total_usd_cum']:.2f}"
+                    f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
                 )
-        ids, labs = _labeled(state)
-        if state.final is None or state.final.get("labels") != len(ids):
-            ft = ensure_artifact(
-                fine_tune,
-                "model",
-                enc_ref,
-                p.data,
-                fp,
-                ids,
-                labs,
-                p.train,
-                mode=p.train.mode,
-                seed=derive_seed(seed, "final"),
-                device=dev,
-                out=str(L.final_model(name)),
-                progress=p.experiment.progress,
-            )
-            ev = evaluate(ft["model"], p.data, fp, device=dev)
-            state.ledger.record(len(schedule), "final_training", ft["seconds"])
-            state.final = {
+        ids, labs = _labeled(st)
+        if st.final is None or st.final.get("labels") != len(ids):
+            net = run.network(ids, labs)
+            with atomic_path(L.final_model(name)) as tmp:
+                shutil.copyfile(net["model"]["path"], tmp)
+            ev = evaluate(net["model"], p.data, run.fp, device=run.dev)
+            st.ledger.record(len(schedule), "final_training", net["seconds"])
+            st.final = {
                 "accuracy": ev["accuracy"],
-                "mode": p.train.mode,
+                "mode": net["mode"],
                 "labels": int(len(ids)),
-                "model": ft["model"]["path"],
+                "model": net["model"]["path"],
             }
-            state.save(state_path)
-        s = summary(state)
+            st.save(state_path)
+        s = summary(st)
         tracking.log_metrics(
             run_id, {f"final_{k}": v for k, v in s.items() if isinstance(v, (int, float))}, step=len(schedule)
         )
         return s
-
-
-def sel_s(row: dict[str, Any]) -> float:
-    return float(row.get("seconds_scoring", 0.0)) + float(row.get("seconds_proxy_training", 0.0))
-
-
-def spec_ids(pool_ref: dict[str, str]) -> np.ndarray:
-    from alcore.experiment import load_features
-
-    return load_features(pool_ref["path"]).ids
