@@ -20,6 +20,7 @@ def configure(root: str | os.PathLike[str] | None = None) -> None:
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_LOCAL_STORAGE_PATH": str(root / ".prefect" / "storage"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 20 s is too short on a busy 2-core machine
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "ALCORE_MLFLOW_ARTIFACTS": str(root / "mlartifacts"),
         "TQDM_MININTERVAL": "1",

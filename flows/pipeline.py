@@ -14,7 +14,7 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
-from alcore.experiment import ExperimentState, validate_names
+from alcore.experiment import ExperimentState, check_budget, validate_names
 from alcore.features import read_spec
 from alcore.layout import Layout
 from alcore.ledger import format_table
@@ -125,7 +125,8 @@ def report(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="alcore-pipeline", validate_parameters=True)
 def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
     """All stages in order: prepare, encoder, features, active_learning, report."""
-    prepare(params, root=root)
+    info = prepare(params, root=root)
+    check_budget(params.al, info["n_pool"])  # before any training, not after it
     encoder(params, root=root)
     features(params, root=root)
     active_learning(params, fresh=fresh, root=root)

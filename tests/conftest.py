@@ -18,6 +18,7 @@ _ENV = {
     "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
     "PREFECT_LOCAL_STORAGE_PATH": str(_SESSION_TMP / "prefect-storage"),
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'mlflow.db'}",
     "ALCORE_MLFLOW_ARTIFACTS": str(_SESSION_TMP / "mlartifacts"),
     "TQDM_DISABLE": "1",

@@ -50,3 +50,15 @@ def test_show_without_a_run(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["show", "--params", str(REPO / "params.yaml")]) == 2
     assert "run `alcore run` first" in capsys.readouterr().err
+
+
+def test_budget_larger_than_the_pool_fails_before_any_training(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "alcore.cli", "run", "--params", str(REPO / "params.yaml"), "--set", "al.rounds=200"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "pool holds 1438" in r.stderr and "lower al.rounds" in r.stderr
+    assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()

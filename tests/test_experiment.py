@@ -96,3 +96,19 @@ def test_second_process_is_locked_out(tmp_path):
                 pass
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_features_of_another_encoder_are_refused(tmp_path):
+    from alcore.datasets import load_dataset
+    from alcore.encoders import create_encoder, save_encoder
+    from alcore.errors import FeatureMismatchError
+    from alcore.experiment import check_features_match_encoder, compute_features
+
+    data = load_dataset("digits", max_pool=40, max_test=20)
+    a, b = create_encoder("cifar_resnet8"), create_encoder("cifar_resnet8")
+    save_encoder(b, tmp_path / "b.safetensors")
+    spec = compute_features(a, data, "test", batch_size=32, device="cpu", progress=False).spec
+    with pytest.raises(FeatureMismatchError, match="re-extract"):
+        check_features_match_encoder(tmp_path / "b.safetensors", spec)
+    save_encoder(a, tmp_path / "a.safetensors")
+    check_features_match_encoder(tmp_path / "a.safetensors", spec)

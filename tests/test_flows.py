@@ -160,7 +160,10 @@ def test_sigkill_anywhere_then_resume(tmp_path, prefect_harness):
         stage(params, root=str(tmp_path))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
     state = Layout(tmp_path).state("killed")
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    from prefect.settings import PREFECT_API_URL
+
+    # the children use the harness's server: a killed child leaves no temporary server behind
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     cmd = [sys.executable, "-m", "flows.pipeline", "active_learning"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
