@@ -59,12 +59,14 @@ def test_logme_prefers_separable_labels():
 def test_ped_moves_overlapping_classes_apart_and_never_lowers_logme():
     F, y = _blobs(0.8)
     Z0, Z = ped(F, y, max_steps=0), ped(F, y)
+
     def spread(Z):
         mu = np.stack([Z[y == c].mean(0) for c in np.unique(y)])
         return np.linalg.norm(mu[:, None] - mu[None], axis=2).sum()
+
     assert spread(Z) > spread(Z0)
     levels = [logme(ped(F, y, max_steps=k), y) for k in range(0, 7)]
-    assert all(b >= a - 1e-9 for a, b in zip(levels, levels[1:]))
+    assert all(b >= a - 1e-9 for a, b in zip(levels, levels[1:], strict=False))
     far, yf = _blobs(50.0)  # no overlap: nothing moves
     np.testing.assert_allclose(ped(far, yf), ped(far, yf, max_steps=0))
 
@@ -91,7 +93,11 @@ def test_logme_drop_and_ped_gap_fire_on_their_indicators():
     Fo, yo = _blobs(0.8)
     gap = make_trigger("ped_gap", threshold=0.0, min_labels=10).decide(round=1, n_labeled=300, X=Fo, y=yo, history=[])
     assert gap.fire and gap.indicators["ped_gap"] > 0
-    assert not make_trigger("ped_gap", threshold=1e9, min_labels=10).decide(round=1, n_labeled=300, X=Fo, y=yo, history=[]).fire
+    assert (
+        not make_trigger("ped_gap", threshold=1e9, min_labels=10)
+        .decide(round=1, n_labeled=300, X=Fo, y=yo, history=[])
+        .fire
+    )
 
 
 def test_registry():
