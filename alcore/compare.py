@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from alcore._io import atomic_path
 from alcore.ledger import PHASES
+from alcore.report import save_png
 
 SAMPLING_PHASES = ("proxy_training", "scoring", "fine_tuning", "reextraction")
 """The compute of the AL loop itself ("sampling time"): neither the shared setup nor the final model."""
@@ -196,9 +196,7 @@ def plot_curves(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_cost_plane(summary: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -233,6 +231,4 @@ def plot_cost_plane(summary: dict[str, Any], path: str | os.PathLike[str]) -> No
     ax.set_title("Total cost = labeling $ + training $ (dotted: equal total)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)

@@ -282,7 +282,7 @@ def build_and_save_encoder(
 
 
 def extract_and_save_features(
-    encoder_path: str | os.PathLike[str],
+    weights_path: str | os.PathLike[str],
     data_cfg: DataCfg,
     split: str,
     *,
@@ -291,10 +291,15 @@ def extract_and_save_features(
     progress: bool,
     out: str | os.PathLike[str],
 ) -> float:
-    """Extract ``split`` features with the encoder file and write them to ``out``; returns seconds."""
-    from alcore.encoders import load_encoder
+    """Extract ``split`` features and write them to ``out``; returns the seconds spent.
 
-    enc = load_encoder(encoder_path)
+    ``weights_path`` is an encoder file (the pre-trained encoder) or a classifier file (a
+    fine-tuned network: Standard AL's scoring pass, ASVP's re-extraction). Either way the spec
+    records that encoder's weights digest, so each set of features is a new, distinct file.
+    """
+    from alcore.training import load_any_encoder
+
+    enc = load_any_encoder(weights_path)
     with stopwatch() as t:
         fs = compute_features(enc, load_data(data_cfg), split, batch_size=batch_size, device=device, progress=progress)
     save_features(fs, out)
@@ -324,29 +329,6 @@ def fine_tune_and_save(
             enc, load_data(data_cfg), ids, labels, cfg, mode=mode, seed=seed, device=device, progress=progress
         )
     save_classifier(model, out)
-    return t["seconds"]
-
-
-def extract_with_classifier(
-    model_path: str | os.PathLike[str],
-    data_cfg: DataCfg,
-    split: str,
-    *,
-    batch_size: int,
-    device: str,
-    progress: bool,
-    out: str | os.PathLike[str],
-) -> float:
-    """Features of ``split`` from a fine-tuned classifier's encoder (Standard AL scoring, ASVP
-    re-extraction); a new spec (its weights digest), a new file. Returns seconds."""
-    from alcore.training import load_classifier
-
-    model = load_classifier(model_path)
-    with stopwatch() as t:
-        fs = compute_features(
-            model.encoder, load_data(data_cfg), split, batch_size=batch_size, device=device, progress=progress
-        )
-    save_features(fs, out)
     return t["seconds"]
 
 

@@ -10,6 +10,15 @@ from typing import Any
 from alcore._io import atomic_path, write_json_atomic, write_text_atomic
 
 
+def save_png(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Write a matplotlib figure as PNG atomically, then free it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def round_rows(state: Any) -> list[dict[str, Any]]:
     """One row per round: the ledger's costs joined with the round's recorded metrics."""
     rows = state.ledger.rows()
@@ -74,9 +83,7 @@ def plot_accuracy(rows: list[dict[str, Any]], final: dict[str, Any] | None, path
     ax.legend(loc="lower right")
     ax.set_title("Accuracy vs. labels")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def plot_costs(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -115,9 +122,7 @@ def plot_costs(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None
     ax2.set_title("Compute by phase")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def describe_results(state: Any, layout: Any, *, name: str, tracking_uri: str) -> str:

@@ -314,6 +314,20 @@ def load_classifier(path: Any) -> Classifier:
     return model.eval()
 
 
+def load_any_encoder(path: Any) -> nn.Module:
+    """The encoder in an encoder file, or the (fine-tuned) encoder of a classifier file."""
+    from safetensors import safe_open
+
+    from alcore.encoders import load_encoder
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            is_classifier = (fh.metadata() or {}).get("format") == "alcore.classifier/1"
+    except Exception:  # noqa: BLE001 - load_encoder gives the clear error for an unreadable file
+        is_classifier = False
+    return load_classifier(path).encoder if is_classifier else load_encoder(path)
+
+
 class HeadScorer:
     """A trained linear head as a selection scorer on its encoder's features (Standard AL).
 

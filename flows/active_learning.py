@@ -46,7 +46,7 @@ from flows._util import archive, ensure_artifact, read_json, say
 from tasks import tracking
 from tasks._common import ref
 from tasks.evaluate import evaluate
-from tasks.features import extract_with_network
+from tasks.features import extract_features
 from tasks.finetune import fine_tune
 from tasks.label import label
 from tasks.proxy import evaluate_proxy, train_proxy
@@ -110,7 +110,7 @@ class _Run:
     def network_features(self, model: dict[str, str], split: str) -> dict[str, Any]:
         out = self.dir / "features" / f"{Path(model['path']).stem}-{split}.parquet"
         return ensure_artifact(
-            extract_with_network,
+            extract_features,
             "features",
             model,
             self.p.data,
@@ -119,6 +119,7 @@ class _Run:
             batch_size=self.p.features.batch_size,
             device=self.dev,
             out=str(out),
+            progress=self.p.experiment.progress,
         )
 
     def proxy(self, ids: np.ndarray, labs: np.ndarray, round: int) -> dict[str, Any]:

@@ -7,13 +7,13 @@ from typing import Any
 from prefect import task
 
 from alcore.config import DataCfg
-from alcore.experiment import extract_and_save_features, extract_with_classifier
+from alcore.experiment import extract_and_save_features
 from tasks._common import CACHE, RETRY, ref
 
 
 @task(name="extract_features", cache_policy=CACHE, persist_result=True, **RETRY)
 def extract_features(
-    encoder: dict[str, str],
+    weights: dict[str, str],
     data: DataCfg,
     data_fingerprint: str,
     split: str,
@@ -23,27 +23,8 @@ def extract_features(
     out: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Features of ``split`` with the encoder file ``encoder["path"]``; returns ref + seconds."""
+    """Features of ``split`` with an encoder file or a fine-tuned network file; returns ref + seconds."""
     seconds = extract_and_save_features(
-        encoder["path"], data, split, batch_size=batch_size, device=device, progress=progress, out=out
-    )
-    return {"features": ref(out), "seconds": seconds}
-
-
-@task(name="extract_with_network", cache_policy=CACHE, persist_result=True, **RETRY)
-def extract_with_network(
-    model: dict[str, str],
-    data: DataCfg,
-    data_fingerprint: str,
-    split: str,
-    *,
-    batch_size: int,
-    device: str,
-    out: str,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Features of ``split`` from a fine-tuned network's encoder; returns ref + seconds."""
-    seconds = extract_with_classifier(
-        model["path"], data, split, batch_size=batch_size, device=device, progress=progress, out=out
+        weights["path"], data, split, batch_size=batch_size, device=device, progress=progress, out=out
     )
     return {"features": ref(out), "seconds": seconds}
