@@ -166,6 +166,51 @@ class ProxyMLP:
         """The hidden activation ``(n, H)`` (the embedding coreset and BADGE use)."""
         return self._map(X, "embed")
 
+    @torch.inference_mode()
+    def predict_proba_mc(
+        self,
+        X: np.ndarray,
+        n_samples: int = 20,
+        *,
+        random_state: int | np.random.Generator = 0,
+        mc_dropout: float = 0.25,
+        chunk: int = 65536,
+    ) -> np.ndarray:
+        """MC-dropout class probabilities ``(T, n, C)``, ``T = n_samples`` (Gal et al., "Deep
+        Bayesian Active Learning with Image Data", ICML 2017).
+
+        Dropout stays active before the last layer at the proxy's own ``dropout`` rate, or at
+        ``mc_dropout`` when the proxy was trained without dropout (rate 0). BatchNorm stays in eval
+        mode, so the hidden activation is computed once per row and only the last layer runs
+        ``T`` times: ``T x chunk x H`` work on top of one ``predict_proba``. Memory: the
+        ``(T, n, C)`` float32 output plus one ``(chunk, H)`` mask.
+
+        Args:
+            X: ``(n, D)`` features.
+            n_samples: T >= 1 dropout masks.
+            random_state: int seed (or Generator, one draw) of the masks; same seed, same output.
+            mc_dropout: rate used when ``dropout == 0``, in (0, 1).
+        """
+        if not isinstance(n_samples, int | np.integer) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ConfigError(problem(f"n_samples={n_samples!r}", "an int >= 1"))
+        rate = float(self.dropout) if self.dropout > 0 else float(mc_dropout)
+        if not 0 < rate < 1:
+            raise ConfigError(problem(f"mc_dropout={mc_dropout!r}", "a rate in (0, 1)"))
+        if isinstance(random_state, np.random.Generator):
+            random_state = int(random_state.integers(0, 2**63 - 1))
+        X = np.asarray(X, dtype=np.float32)
+        self._check_fitted(X)
+        dev = next(self.net_.parameters()).device
+        gen = torch.Generator(device=dev).manual_seed(int(random_state))
+        out = np.empty((int(n_samples), len(X), self.n_classes_), dtype=np.float32)
+        for s in range(0, len(X), chunk):
+            h = self.net_.embed(torch.tensor(X[s : s + chunk], device=dev))
+            for t in range(int(n_samples)):
+                keep = torch.rand(h.shape, generator=gen, device=dev) >= rate
+                logits = self.net_.fc2(h * keep / (1.0 - rate))
+                out[t, s : s + len(h)] = torch.softmax(logits, dim=1).float().cpu().numpy()
+        return out
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 

@@ -49,6 +49,13 @@ class SoftmaxScorer:
     def embed(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(X, dtype=np.float32)
 
+    def predict_proba_mc(self, X: np.ndarray, n_samples: int, *, random_state: int) -> np.ndarray:
+        """MC-dropout on the input: ``(T, n, C)``."""
+        rng = np.random.default_rng(random_state)
+        Xc = X - self.mean
+        keep = rng.random((n_samples, *X.shape)) >= 0.25
+        return np.stack([self._softmax((Xc * k / 0.75) @ self.W + self.b) for k in keep])
+
 
 def make_context(
     pool_ids: np.ndarray | None = None, n_labeled: int = N_LABELED, with_model: bool = True

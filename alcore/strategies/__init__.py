@@ -7,9 +7,13 @@ True
 
 from __future__ import annotations
 
+from alcore.strategies.activeft import ActiveFT, activeft_select
+from alcore.strategies.badge import Badge, badge_select, badge_select_materialised
+from alcore.strategies.bald import Bald, bald_scores
 from alcore.strategies.base import (
     REQUIREMENTS,
     STRATEGIES,
+    MCScorer,
     Scorer,
     SelectionContext,
     Strategy,
@@ -17,7 +21,12 @@ from alcore.strategies.base import (
     make_strategy,
     top_n,
 )
+from alcore.strategies.cluster_margin import ClusterMargin
+from alcore.strategies.coreset import Coreset, kcenter_greedy
+from alcore.strategies.kmeans import KMeansDiversity, nearest_to_centroids
+from alcore.strategies.probcover import ProbCover, delta_from_purity, probcover_select, radius_graph
 from alcore.strategies.random import Random
+from alcore.strategies.typiclust import TypiClust, typicality
 from alcore.strategies.uncertainty import (
     Entropy,
     LeastConfidence,
@@ -31,18 +40,37 @@ from alcore.strategies.uncertainty import (
 __all__ = [
     "REQUIREMENTS",
     "STRATEGIES",
+    "ActiveFT",
+    "Badge",
+    "Bald",
+    "ClusterMargin",
+    "Coreset",
     "Entropy",
+    "KMeansDiversity",
     "LeastConfidence",
+    "MCScorer",
     "Margin",
+    "ProbCover",
     "Random",
+    "TypiClust",
     "Scorer",
     "SelectionContext",
     "Strategy",
     "UncertaintySampling",
+    "activeft_select",
+    "badge_select",
+    "badge_select_materialised",
+    "bald_scores",
     "check_random_state",
+    "delta_from_purity",
     "entropy_scores",
+    "kcenter_greedy",
     "least_confidence_scores",
     "make_strategy",
     "margin_scores",
+    "nearest_to_centroids",
+    "probcover_select",
+    "radius_graph",
     "top_n",
+    "typicality",
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -22,6 +23,7 @@ __all__ = [
     "REQUIREMENTS",
     "STRATEGIES",
     "Configurable",
+    "MCScorer",
     "RandomState",
     "Scorer",
     "SelectionContext",
@@ -36,8 +38,9 @@ RandomState = int | np.integer | np.random.Generator | None
 
 #: What a strategy may declare in ``Strategy.requires``. "model": a fitted proxy in
 #: ``ctx.model`` (probabilities); "embeddings": the proxy's hidden activation (implies a model);
-#: "features": the pre-computed features only (always present in a context).
-REQUIREMENTS = frozenset({"model", "embeddings", "features"})
+#: "features": the pre-computed features only (always present in a context); "mc_dropout": a proxy
+#: that also offers ``predict_proba_mc`` (:class:`MCScorer`, implies a model).
+REQUIREMENTS = frozenset({"model", "embeddings", "features", "mc_dropout"})
 
 
 def check_random_state(random_state: RandomState) -> np.random.Generator:
@@ -152,6 +155,29 @@ class Scorer(Protocol):
         ...
 
 
+@runtime_checkable
+class MCScorer(Scorer, Protocol):
+    """A proxy that can also sample its predictive distribution with dropout kept on (MC-dropout,
+    Gal et al. 2017). Optional: only strategies requiring "mc_dropout" call it."""
+
+    def predict_proba_mc(self, X: np.ndarray, n_samples: int, *, random_state: int) -> np.ndarray:
+        """``(n, D)`` features -> ``(T, n, C)`` probabilities of ``T = n_samples`` dropout masks."""
+        ...
+
+
+#: Pools with fewer feature values than this run single-threaded: on small arrays the
+#: OpenMP/BLAS thread hand-off costs more than the work (100x on a loaded 2-core machine).
+SMALL_POOL_VALUES = 1 << 20
+
+
+def _threads_for(ctx: SelectionContext) -> AbstractContextManager[Any]:
+    if ctx.n_pool * int(ctx.features.shape[1]) >= SMALL_POOL_VALUES:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
 def _is_int(x: object) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
@@ -171,7 +197,8 @@ class SelectionContext:
         chunk_size: rows per ``model.predict_proba`` / ``model.embed`` call.
 
     The helpers ``probs()`` and ``embeddings()`` run the model over the *unlabeled* rows only, in
-    the order of ``unlabeled_positions()``, and cache the result.
+    the order of ``unlabeled_positions()``, and cache the result; ``embeddings_of(positions)``
+    embeds any rows (uncached) and ``probs_mc(T, rng)`` samples MC-dropout probabilities.
     """
 
     pool_ids: np.ndarray
@@ -292,22 +319,42 @@ class SelectionContext:
             )
         return self.model
 
-    def _run_model(self, method: str, width: int | None) -> np.ndarray:
+    def _run_model(
+        self, method: str, width: int | None, positions: np.ndarray | None = None, **kwargs: Any
+    ) -> np.ndarray:
         model = self.require_model(f"SelectionContext.{method}")
         fn = getattr(model, method, None)
         if fn is None:
             raise ConfigError(
                 problem(
                     f"the model {type(model).__name__} has no method {method}()",
-                    allowed="a model following the Scorer protocol (predict_proba, embed)",
-                    fix="wrap the model so that it has both methods",
+                    allowed="a model following the Scorer protocol (predict_proba, embed; "
+                    "predict_proba_mc for MC-dropout strategies)",
+                    fix="wrap the model so that it has these methods",
                 )
             )
-        positions = self.unlabeled_positions()
+        positions = self.unlabeled_positions() if positions is None else positions
+        reduce = kwargs.pop("reduce", None)
+        seeds = kwargs.pop("seeds", None)
         parts = []
-        for start in range(0, positions.size, self.chunk_size):
+        for i, start in enumerate(range(0, positions.size, self.chunk_size)):
             rows = positions[start : start + self.chunk_size]
-            out = np.asarray(fn(np.asarray(self.features[rows])))
+            if seeds is not None:
+                kwargs["random_state"] = int(seeds[i])
+            out = np.asarray(fn(np.asarray(self.features[rows]), **kwargs))
+            if method == "predict_proba_mc":
+                if out.ndim != 3 or out.shape[1:] != (rows.size, width):
+                    raise ConfigError(
+                        problem(
+                            f"model.predict_proba_mc returned shape {out.shape} for {rows.size} rows",
+                            allowed=f"shape (T, {rows.size}, {width})",
+                            fix="check the model's output layer and the number of classes",
+                        )
+                    )
+                if reduce is not None:
+                    out = np.asarray(reduce(out))
+                parts.append(out)
+                continue
             if out.ndim != 2 or out.shape[0] != rows.size or (width and out.shape[1] != width):
                 want = f"({rows.size}, {width if width else 'H'})"
                 raise ConfigError(
@@ -320,7 +367,7 @@ class SelectionContext:
             parts.append(out)
         if not parts:
             return np.empty((0, width or 0), dtype=np.float32)
-        return np.concatenate(parts, axis=0)
+        return np.concatenate(parts, axis=1 if method == "predict_proba_mc" and reduce is None else 0)
 
     def probs(self) -> np.ndarray:
         """``(U, C)`` class probabilities of the unlabeled rows, ``unlabeled_positions()`` order."""
@@ -333,6 +380,42 @@ class SelectionContext:
         if "embeddings" not in self._cache:
             self._cache["embeddings"] = self._run_model("embed", None)
         return self._cache["embeddings"]
+
+    def embeddings_of(self, positions: np.ndarray) -> np.ndarray:
+        """``(len(positions), H)`` hidden activations of any rows (labeled ones too), uncached."""
+        return self._run_model("embed", None, np.asarray(positions, dtype=np.int64))
+
+    def probs_mc(
+        self,
+        n_samples: int,
+        rng: np.random.Generator,
+        *,
+        reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """MC-dropout probabilities of the unlabeled rows (``unlabeled_positions()`` order).
+
+        Calls ``model.predict_proba_mc(X_chunk, n_samples, random_state=seed)`` per chunk of
+        ``chunk_size`` rows, one seed per chunk drawn from ``rng`` (uncached: each call samples).
+
+        Args:
+            n_samples: T, the number of dropout masks.
+            rng: the source of the per-chunk seeds.
+            reduce: if given, maps each chunk's ``(T, c, C)`` to ``(c,)`` scores, so that only
+                ``T x chunk_size x C`` floats are alive at once.
+
+        Returns:
+            ``(T, U, C)`` probabilities, or the ``(U,)`` reduced scores.
+        """
+        if not _is_int(n_samples) or n_samples < 1:
+            raise ConfigError(problem(f"n_samples={n_samples!r}", allowed="an int >= 1", fix="pass e.g. 20"))
+        n_chunks = -(-self.n_unlabeled // self.chunk_size)
+        seeds = rng.integers(0, 2**63 - 1, size=n_chunks)
+        out = self._run_model(
+            "predict_proba_mc", self.n_classes, None, n_samples=int(n_samples), reduce=reduce, seeds=seeds
+        )
+        if out.size == 0:
+            return np.empty((0,) if reduce is not None else (n_samples, 0, self.n_classes), dtype=np.float32)
+        return out
 
 
 class Strategy(Configurable, ABC):
@@ -387,7 +470,8 @@ class Strategy(Configurable, ABC):
             )
         self._check_requirements(ctx)
         rng = check_random_state(random_state)
-        positions = np.asarray(self._select_positions(ctx, n, rng), dtype=np.int64)
+        with _threads_for(ctx):
+            positions = np.asarray(self._select_positions(ctx, n, rng), dtype=np.int64)
         self._check_answer(ctx, n, positions)
         return ctx.pool_ids[positions]
 
@@ -400,7 +484,7 @@ class Strategy(Configurable, ABC):
                     fix="use random initial labels (the loop does so in round 1) or a cold-start strategy",
                 )
             )
-        if self.requires & {"model", "embeddings"}:
+        if self.requires & {"model", "embeddings", "mc_dropout"}:
             ctx.require_model(f"strategy {self.name!r}")
 
     def _check_answer(self, ctx: SelectionContext, n: int, positions: np.ndarray) -> None:

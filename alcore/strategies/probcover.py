@@ -1,0 +1,197 @@
+"""ProbCover: greedy maximum coverage of delta-balls.
+
+Yehuda, Dekel, Hacohen & Weinshall, "Active Learning Through a Covering Lens", NeurIPS 2022
+(code: avihu111/TypiClust, ``probcover.py``). Build the graph with an edge ``i -> j`` when
+``||x_i - x_j|| <= delta``; remove every point covered by a labeled sample; then repeatedly pick
+the point whose ball covers the most still-uncovered points (ties at random; uniformly at random
+once everything is covered).
+
+``delta``: given, or the largest radius whose balls are pure (every point in the ball has the
+ball centre's k-means pseudo-label, k = number of classes) for a fraction >= ``purity`` of the
+points, as in the paper (0.95). A ball around ``i`` is pure iff ``delta`` is below ``i``'s
+distance to the nearest point of another cluster, so the radius is a quantile of that vector.
+
+Scale. The graph is built by chunked brute-force radius search (float32 GEMM,
+``(chunk, M)`` blocks) and stored as CSR, out-edges and in-edges: memory = 2 x 4 bytes per edge,
+at most ``M x max_degree`` edges (a ball holding more keeps its ``max_degree`` nearest points).
+The radius search costs ``M^2 x d`` flops (twice when ``delta`` is derived), so the graph is built
+on at most ``max_points`` nodes: every labeled sample plus a seeded uniform subsample of the
+unlabeled ones (coverage of the subsample estimates coverage of the pool; picks come from it).
+Hand-written: scikit-learn's ``radius_neighbors`` returns per-row object arrays and has no degree
+cap.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from alcore.strategies._common import (
+    CHUNK,
+    as_float32,
+    check_float,
+    check_int,
+    kmeans,
+    pick_max,
+    sq_dists,
+    sq_norms,
+)
+from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
+
+__all__ = ["ProbCover", "delta_from_purity", "radius_graph", "probcover_select"]
+
+
+def delta_from_purity(X: np.ndarray, pseudo: np.ndarray, purity: float = 0.95, chunk_size: int = CHUNK) -> float:
+    """The largest delta whose balls are pure for a fraction >= ``purity`` of the rows.
+
+    Args:
+        X: ``(M, d)`` float32 rows; pseudo: ``(M,)`` int cluster labels.
+
+    Memory: ``(chunk_size, M)`` float32 block plus O(M).
+    """
+    norms = sq_norms(X)
+    d_other = np.empty(X.shape[0], dtype=np.float32)
+    for s in range(0, X.shape[0], chunk_size):
+        block = sq_dists(X[s : s + chunk_size], norms[s : s + chunk_size], X, norms)
+        block[pseudo[s : s + chunk_size, None] == pseudo[None, :]] = np.inf
+        d_other[s : s + len(block)] = block.min(axis=1)
+    d = np.sort(np.sqrt(d_other))
+    finite = d[np.isfinite(d)]
+    if finite.size == 0:  # one cluster only: every ball is pure
+        return float(np.sqrt(norms.max()) * 2 + 1)
+    pure_if = X.shape[0] - np.searchsorted(d, d, side="right")  # rows with d_other > d[i]
+    ok = pure_if >= purity * X.shape[0]
+    return float(d[ok].max()) if ok.any() else float(d[0] * 0.5)
+
+
+def radius_graph(
+    X: np.ndarray, delta: float, *, max_degree: int, chunk_size: int = CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR out-edges ``(indptr (M+1,), indices (E,) int32)`` of the delta-ball graph (self loops
+    included), at most ``max_degree`` nearest per row. Memory: E x 4 bytes + one block."""
+    norms = sq_norms(X)
+    r2 = np.float32(delta) ** 2
+    counts = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    parts = []
+    for s in range(0, X.shape[0], chunk_size):
+        block = sq_dists(X[s : s + chunk_size], norms[s : s + chunk_size], X, norms)
+        rows = np.arange(len(block))
+        block[rows, s + rows] = 0.0  # a point is always in its own ball
+        inside = block <= r2
+        deg = inside.sum(axis=1)
+        over = np.flatnonzero(deg > max_degree)
+        if over.size:
+            inside[over] = False
+            nearest = np.argpartition(block[over], max_degree - 1, axis=1)[:, :max_degree]
+            inside[over[:, None], nearest] = True
+            deg[over] = max_degree
+        _, cols = np.nonzero(inside)
+        parts.append(cols.astype(np.int32))
+        counts[s + 1 : s + 1 + len(block)] = deg
+    return np.cumsum(counts), (np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
+
+
+def _transpose(indptr: np.ndarray, indices: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.repeat(np.arange(m, dtype=np.int32), np.diff(indptr))
+    order = np.argsort(indices, kind="stable")
+    t_indptr = np.concatenate([[0], np.cumsum(np.bincount(indices, minlength=m))])
+    return t_indptr, rows[order]
+
+
+def _gather(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Concatenated CSR rows ``rows``."""
+    if rows.size == 0:
+        return np.empty(0, dtype=indices.dtype)
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lens = ends - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    return indices[np.arange(lens.sum()) + offsets]
+
+
+def probcover_select(
+    indptr: np.ndarray, indices: np.ndarray, labeled: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Greedy max coverage on a CSR ball graph.
+
+    Args:
+        indptr, indices: out-edges (``i -> j``: ``j`` is in the ball of ``i``).
+        labeled: ``(M,)`` bool, rows already labeled (their balls start covered; never picked).
+        n: picks, ``<= (~labeled).sum()``.
+
+    Returns:
+        ``(n,)`` int64 row indices in pick order. Total work O(E + n x M).
+    """
+    m = labeled.shape[0]
+    t_indptr, t_indices = _transpose(indptr, indices, m)
+    covered = np.zeros(m, dtype=bool)
+    covered[_gather(indptr, indices, np.flatnonzero(labeled))] = True
+    csum = np.concatenate([[0], np.cumsum(~covered[indices], dtype=np.int64)])
+    gain = csum[indptr[1:]] - csum[indptr[:-1]]  # uncovered points in each ball
+    gain[labeled] = -1
+    picks = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        if gain.max() > 0:
+            c = pick_max(gain, rng)
+        else:  # all covered: the reference picks at random
+            c = int(rng.choice(np.flatnonzero(gain == 0)))
+        picks[i] = c
+        ball = indices[indptr[c] : indptr[c + 1]]
+        new = ball[~covered[ball]]
+        covered[new] = True
+        np.subtract.at(gain, _gather(t_indptr, t_indices, new), 1)
+        gain[c] = -1  # picked and labeled rows stay < 0: never picked again
+    return picks
+
+
+@STRATEGIES.register("probcover")
+class ProbCover(Strategy):
+    """ProbCover (Yehuda et al. 2022) on the pre-computed features; a cold-start strategy.
+
+    Args:
+        delta: ball radius (Euclidean, feature units); None = derive from ``purity``.
+        purity: fraction of pure balls the derived delta keeps (0.95, as in the paper).
+        max_points: nodes of the graph (labeled + a random unlabeled subsample); raise it for a
+            finer estimate at ``M^2 x d`` cost.
+        max_degree: most points a ball keeps (its nearest); bounds memory at ``M x max_degree``
+            edges x 8 bytes.
+    """
+
+    name = "probcover"
+    requires: ClassVar[frozenset[str]] = frozenset({"features"})
+    cold_start: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        delta: float | None = None,
+        purity: float = 0.95,
+        max_points: int = 50_000,
+        max_degree: int = 1000,
+    ) -> None:
+        self.delta = delta
+        self.purity = purity
+        self.max_points = max_points
+        self.max_degree = max_degree
+
+    def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
+        check_float("probcover", "delta", self.delta, low=0.0, high=np.inf, none_ok=True)
+        check_float("probcover", "purity", self.purity, low=0.0, high=1.0)
+        check_int("probcover", "max_points", self.max_points)
+        check_int("probcover", "max_degree", self.max_degree)
+        unl = ctx.unlabeled_positions()
+        lab = ctx.labeled_positions()
+        n_unl = min(unl.size, max(n, int(self.max_points) - lab.size))
+        sub = unl if n_unl == unl.size else np.sort(rng.choice(unl, size=n_unl, replace=False))
+        nodes = np.concatenate([lab, sub])
+        X = as_float32(ctx.features[nodes])
+        delta = self.delta
+        if delta is None:
+            _, pseudo = kmeans(X, ctx.n_classes, rng)
+            delta = delta_from_purity(X, pseudo, float(self.purity))
+        self.delta_ = float(delta)
+        indptr, indices = radius_graph(X, float(delta), max_degree=int(self.max_degree))
+        self.n_edges_ = int(indices.size)
+        labeled = np.zeros(nodes.size, dtype=bool)
+        labeled[: lab.size] = True
+        return nodes[probcover_select(indptr, indices, labeled, n, rng)]
