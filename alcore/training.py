@@ -357,3 +357,23 @@ class HeadScorer:
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
         return self.predict_proba(Z).argmax(axis=1)
+
+    def predict_proba_mc(
+        self,
+        Z: np.ndarray,
+        n_samples: int = 20,
+        *,
+        random_state: int | np.random.Generator = 0,
+        mc_dropout: float = 0.25,
+    ) -> np.ndarray:
+        """MC-dropout probabilities ``(T, n, C)``: dropout at ``mc_dropout`` on the head's input
+        features, T masks (Gal et al., ICML 2017; dropout before the last layer), for BALD."""
+        if not 0 < mc_dropout < 1:
+            raise ConfigError(problem(f"mc_dropout={mc_dropout!r}", "a rate in (0, 1)"))
+        rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+        Z = np.asarray(Z, dtype=np.float32)
+        out = np.empty((n_samples, len(Z), len(self.bias)), dtype=np.float32)
+        for t in range(n_samples):
+            keep = rng.random(Z.shape, dtype=np.float32) >= mc_dropout
+            out[t] = self.predict_proba(Z * keep / (1.0 - mc_dropout))
+        return out

@@ -83,3 +83,25 @@ def test_bad_mode_and_labels(setup):
         train_classifier(enc, data.pool, np.arange(4), np.zeros(4, int), n_classes=10, mode="full")
     with pytest.raises(ConfigError, match="outside"):
         train_classifier(enc, data.pool, np.arange(4), np.full(4, 12), n_classes=10, mode="lp")
+
+
+def test_head_scorer_is_the_classifier_on_its_own_features(setup, tmp_path):
+    from alcore.features import extract_features
+    from alcore.training import HeadScorer
+
+    data, enc = setup
+    pos = np.arange(30)
+    m = train_classifier(
+        enc, data.pool, pos, data.pool.labels[pos], n_classes=10, mode="ft", config=CFG, device="cpu", progress=False
+    ).model
+    save_classifier(m, tmp_path / "m.safetensors")
+    scorer = HeadScorer.from_file(tmp_path / "m.safetensors")
+    Z = extract_features(m.encoder, data.test, device="cpu", progress=False)
+    x = data.test.load_batch(np.arange(len(data.test)), enc.config.preprocess)
+    with torch.no_grad():
+        direct = torch.softmax(m(x), 1).numpy()
+    np.testing.assert_allclose(scorer.predict_proba(Z), direct, atol=1e-4)
+    mc = scorer.predict_proba_mc(Z, 5, random_state=0)
+    assert mc.shape == (5, len(Z), 10) and np.allclose(mc.sum(2), 1, atol=1e-4)
+    np.testing.assert_array_equal(mc, scorer.predict_proba_mc(Z, 5, random_state=0))
+    assert not np.allclose(mc[0], mc[1])  # the masks differ
