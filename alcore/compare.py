@@ -219,16 +219,15 @@ def plot_cost_plane(summary: dict[str, Any], path: str | os.PathLike[str]) -> No
     for t in totals:
         ax.plot(xs, t - xs, ":", color="gray", lw=0.8)
         ax.text(xmax * 0.98, t - xmax * 0.98, f"${t:.2f}", fontsize=7, color="gray", ha="right", va="bottom")
-    for x, y, name, missed in pts:
+    for i, (x, y, name, missed) in enumerate(pts):
         ax.scatter([x], [y], s=60, marker="x" if missed else "o")
-        ax.annotate(
-            name + (" (target missed)" if missed else ""), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8
-        )
+        label = name + (" (target missed)" if missed else "")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5 + 11 * i), fontsize=8)  # staggered
     ax.set_xlim(0, xmax)
     ax.set_ylim(ymin, ymax)
-    ax.set_xlabel("training $ (compute hours x price)")
-    ax.set_ylabel("labeling $ (to reach the target)")
-    ax.set_title("Total cost = labeling $ + training $ (dotted: equal total)")
+    ax.set_xlabel(r"training \$ (compute hours x price)")  # \$: a literal dollar, no mathtext
+    ax.set_ylabel(r"labeling \$ (to reach the target)")
+    ax.set_title(r"Total cost = labeling \$ + training \$ (dotted: equal total)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_png(fig, path)
