@@ -234,8 +234,9 @@ def fine_tune(
     progress: bool,
 ) -> Any:
     """Train the real network (``lp`` / ``ft`` / ``lpft``) on the labeled ids, from ``encoder``."""
-    from alcore.training import TrainConfig, train_classifier
+    from alcore.training import TrainConfig, resolve_mode, train_classifier
 
+    mode = resolve_mode(mode, len(ids), cfg.auto_threshold)  # "auto" -> lpft / ft by label count
     tc = TrainConfig(**cfg.model_dump(exclude={"mode", "auto_threshold"}))
     pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
     return train_classifier(

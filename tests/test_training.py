@@ -105,3 +105,23 @@ def test_head_scorer_is_the_classifier_on_its_own_features(setup, tmp_path):
     assert mc.shape == (5, len(Z), 10) and np.allclose(mc.sum(2), 1, atol=1e-4)
     np.testing.assert_array_equal(mc, scorer.predict_proba_mc(Z, 5, random_state=0))
     assert not np.allclose(mc[0], mc[1])  # the masks differ
+
+
+def test_library_fine_tune_resolves_auto(setup):
+    from alcore.config import TrainCfg
+    from alcore.experiment import fine_tune
+
+    data, enc = setup
+    ids = data.pool.ids[:20]
+    m = fine_tune(
+        enc,
+        data,
+        ids,
+        data.pool.labels[:20],
+        TrainCfg(mode="auto", auto_threshold=10, ft_epochs=1),
+        mode="auto",
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
+    assert m.encoder.weights_digest() != enc.weights_digest()  # 20 >= 10 labels: ft moved the backbone
