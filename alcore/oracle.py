@@ -11,24 +11,10 @@ import numpy as np
 
 from alcore.errors import ConfigError, LabelError, problem
 from alcore.registry import Registry
+from alcore.state import as_int_ids
 from alcore.strategies.base import Configurable, build
 
 __all__ = ["ORACLES", "LabelBatch", "Oracle", "SimulatedOracle", "make_oracle"]
-
-
-def _int_array(x: Any, what: str, error: type[Exception]) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.size == 0 and arr.ndim <= 1:
-        return np.zeros(0, dtype=np.int64)
-    if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise error(
-            problem(
-                f"{what} has shape {arr.shape} and dtype {arr.dtype}",
-                allowed="a 1-D array (or list) of integers",
-                fix=f"pass {what} as integers",
-            )
-        )
-    return arr.astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +32,8 @@ class LabelBatch:
     labels: np.ndarray
 
     def __post_init__(self) -> None:
-        ids = _int_array(self.ids, "LabelBatch.ids", LabelError)
-        labels = _int_array(self.labels, "LabelBatch.labels", LabelError)
+        ids = as_int_ids(self.ids, "LabelBatch.ids", LabelError)
+        labels = as_int_ids(self.labels, "LabelBatch.labels", LabelError)
         if ids.size != labels.size:
             raise LabelError(
                 problem(
@@ -191,8 +177,8 @@ class SimulatedOracle(Oracle):
 
     def _build_table(self) -> None:
         """Sorted copies of the known ids and their labels (learned state, built once)."""
-        ids = _int_array(self.ids, "SimulatedOracle ids", ConfigError)
-        labels = _int_array(self.labels, "SimulatedOracle labels", ConfigError)
+        ids = as_int_ids(self.ids, "SimulatedOracle ids", ConfigError)
+        labels = as_int_ids(self.labels, "SimulatedOracle labels", ConfigError)
         if ids.size != labels.size:
             raise ConfigError(
                 problem(
@@ -223,7 +209,7 @@ class SimulatedOracle(Oracle):
         self._validate()
         if not hasattr(self, "sorted_ids_"):
             self._build_table()
-        ids = _int_array(ids, "ids", LabelError)
+        ids = as_int_ids(ids, "ids", LabelError)
         known = self.sorted_ids_
         at = np.minimum(np.searchsorted(known, ids), max(known.size - 1, 0))
         found = known[at] == ids if known.size else np.zeros(ids.size, dtype=bool)
@@ -241,7 +227,7 @@ class SimulatedOracle(Oracle):
 
     def query(self, ids: np.ndarray) -> LabelBatch:
         """Answer every id in ``ids``: the true label, or a noisy one (see the class docs)."""
-        ids = _int_array(ids, "ids", LabelError)
+        ids = as_int_ids(ids, "ids", LabelError)
         answers = self.true_labels(ids)
         if self.noise_rate > 0 and ids.size:
             flip = _uniform(_id_hash(ids, int(self.random_state), 0)) < self.noise_rate

@@ -32,9 +32,10 @@ def _few(values: np.ndarray, k: int = 5) -> str:
     return f"{str(head)[:-1]}{more}]"
 
 
-def _int_array(x: Any, what: str, error: type[Exception]) -> np.ndarray:
+def as_int_ids(x: Any, what: str, error: type[Exception]) -> np.ndarray:
+    """``x`` as a 1-D int64 array, or ``error`` naming ``what`` (shared by label state and oracles)."""
     arr = np.asarray(x)
-    if arr.size == 0:
+    if arr.size == 0 and arr.ndim <= 1:
         return np.zeros(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
         raise error(
@@ -66,7 +67,7 @@ class LabelState:
     """
 
     def __init__(self, pool_ids: np.ndarray, n_classes: int) -> None:
-        ids = _int_array(pool_ids, "pool_ids", ConfigError)
+        ids = as_int_ids(pool_ids, "pool_ids", ConfigError)
         if np.asarray(pool_ids).ndim != 1:
             raise ConfigError(problem("pool_ids must be 1-D", allowed="a 1-D array of ids"))
         if not _is_int(n_classes) or n_classes < 2:
@@ -176,7 +177,7 @@ class LabelState:
         Raises:
             LabelError: some ids are not in the pool.
         """
-        ids = _int_array(ids, "ids", LabelError)
+        ids = as_int_ids(ids, "ids", LabelError)
         positions, found = self._lookup(ids)
         if not found.all():
             raise LabelError(
@@ -213,8 +214,8 @@ class LabelState:
     # -- the one write ---------------------------------------------------------------------------
     def _check_entries(self, ids: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Validate ids and labels of one event; return ``(ids, labels, positions)``."""
-        ids = _int_array(ids, "ids", LabelError)
-        labels = _int_array(labels, "labels", LabelError)
+        ids = as_int_ids(ids, "ids", LabelError)
+        labels = as_int_ids(labels, "labels", LabelError)
         if ids.size != labels.size:
             raise LabelError(
                 problem(
@@ -367,7 +368,7 @@ class LabelState:
                     fix="load the state into a LabelState of the same dataset",
                 )
             )
-        pool_ids = _int_array(state["pool_ids"], "pool_ids", LabelError)
+        pool_ids = as_int_ids(state["pool_ids"], "pool_ids", LabelError)
         if pool_ids.shape != self._pool_ids.shape or not np.array_equal(pool_ids, self._pool_ids):
             where = ""
             if pool_ids.shape == self._pool_ids.shape:
@@ -383,7 +384,7 @@ class LabelState:
                 )
             )
         ids, labels, positions = self._check_entries(state["labeled_ids"], state["labels"])
-        rounds = _int_array(state["rounds"], "rounds", LabelError)
+        rounds = as_int_ids(state["rounds"], "rounds", LabelError)
         if rounds.size != ids.size or (rounds < 1).any():
             raise LabelError(
                 problem(
