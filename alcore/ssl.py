@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from alcore._loop import cosine_epochs
 from alcore.datasets.base import Split
 from alcore.device import autocast, resolve_device
 from alcore.encoders import Encoder
@@ -199,37 +199,28 @@ def pretrain_simclr(
         head = head.to(dev).train()
         params = list(model.parameters()) + list(head.parameters())
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-        total = epochs * n_batches
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+        def batch_loss(positions: np.ndarray) -> Tensor:
+            x = split.load_batch_unnormalized(positions, preprocess).to(dev)
+            v1 = preprocess.normalize(augment(x, gen))
+            v2 = preprocess.normalize(augment(x, gen))
+            with autocast(dev):
+                z = head(model(torch.cat([v1, v2])))
+            z1, z2 = z.float().chunk(2)
+            return nt_xent_loss(z1, z2, temperature)
+
+        cosine_epochs(
+            opt,
+            batch_loss,
+            n=n,
+            n_batches=n_batches,
+            epochs=epochs,
+            gen=gen,
+            desc="SimCLR",
+            fix="lower lr",
+            progress=progress,
+            loss_history=loss_history,
         )
-        bar = tqdm(total=total, desc="SimCLR", unit="step", disable=not progress, leave=False)
-        try:
-            for _epoch in range(epochs):
-                order = torch.randperm(n, generator=gen).numpy()
-                running = torch.zeros((), device=dev)
-                for positions in np.array_split(order, n_batches):
-                    x = split.load_batch_unnormalized(np.sort(positions), preprocess).to(dev)
-                    v1 = preprocess.normalize(augment(x, gen))
-                    v2 = preprocess.normalize(augment(x, gen))
-                    with autocast(dev):
-                        z = head(model(torch.cat([v1, v2])))
-                    z1, z2 = z.float().chunk(2)
-                    loss = nt_xent_loss(z1, z2, temperature)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"SimCLR loss is {loss.item()}; lower lr")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    running += loss.detach()
-                    bar.update(1)
-                    if bar.n % 10 == 0 or bar.n == total:
-                        bar.set_postfix(loss=f"{loss.item():.3f}")
-                if loss_history is not None:
-                    loss_history.append(float(running) / n_batches)
-        finally:
-            bar.close()
 
     model = model.to("cpu").eval()
     model.config = dataclasses.replace(encoder.config, source="simclr")

@@ -27,13 +27,7 @@ CKPT_DIR = SHARED / "weights" / "cifar10-resnet"
 CIFAR_NPZ = SHARED / "cifar10-subset" / "cifar10_genuine_prefix_subset.npz"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small CPU models: one thread is much faster than contended OpenMP threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ckpt(depth: int) -> Path:

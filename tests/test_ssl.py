@@ -11,14 +11,7 @@ from alcore.encoders import create_encoder, load_encoder, save_encoder
 from alcore.errors import ConfigError
 from alcore.ssl import SimCLRAugment, nt_xent_loss, pretrain_simclr
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on tiny batches: one CPU thread is much faster than contended OpenMP ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits_like(n: int = 128, seed: int = 0) -> Split:

@@ -78,6 +78,8 @@ def make_context(
         n_classes=N_CLASSES,
         model=model,
         chunk_size=64,
+        extras={"pretext_loss": rng.gamma(2.0, size=N_POOL)},
+        n_rounds=4,
     )
 
 
@@ -231,6 +233,19 @@ def test_context_validates_shapes() -> None:
         SelectionContext(**{**good, "n_classes": 1})
     with pytest.raises(ConfigError, match="round"):
         SelectionContext(**good, round=0)
+    with pytest.raises(ConfigError, match="n_rounds"):
+        SelectionContext(**good, n_rounds=0)
+    with pytest.raises(ConfigError, match=r"extras\['pretext_loss'\]"):
+        SelectionContext(**good, extras={"pretext_loss": np.zeros(N_POOL - 1)})
+    with pytest.raises(ConfigError, match="finite"):
+        SelectionContext(**good, extras={"pretext_loss": np.full(N_POOL, np.nan)})
+
+
+def test_strategy_needing_an_extra_says_which_and_how() -> None:
+    ctx = make_context()
+    bare = SelectionContext(pool_ids=ctx.pool_ids, features=ctx.features, labels=ctx.labels, n_classes=4, n_rounds=4)
+    with pytest.raises(ConfigError, match="pretext_loss.*pretext stage"):
+        make_strategy("pt4al").select(bare, 5, random_state=0)
 
 
 def test_context_probs_are_aligned_with_unlabeled_positions() -> None:

@@ -11,6 +11,7 @@ from alcore.strategies.activeft import ActiveFT, activeft_select
 from alcore.strategies.badge import Badge, badge_select, badge_select_materialised
 from alcore.strategies.bald import Bald, bald_scores
 from alcore.strategies.base import (
+    EXTRAS,
     REQUIREMENTS,
     STRATEGIES,
     MCScorer,
@@ -24,7 +25,9 @@ from alcore.strategies.base import (
 from alcore.strategies.cluster_margin import ClusterMargin
 from alcore.strategies.coreset import Coreset, kcenter_greedy
 from alcore.strategies.kmeans import KMeansDiversity, nearest_to_centroids
+from alcore.strategies.ntkcpl import NTKCPL, init_ntk_mlp, ntk_kernel, ntk_outputs, ntkcpl_select
 from alcore.strategies.probcover import ProbCover, delta_from_purity, probcover_select, radius_graph
+from alcore.strategies.pt4al import PT4AL, pt4al_batches, pt4al_order
 from alcore.strategies.random import Random
 from alcore.strategies.typiclust import TypiClust, typicality
 from alcore.strategies.uncertainty import (
@@ -38,6 +41,9 @@ from alcore.strategies.uncertainty import (
 )
 
 __all__ = [
+    "EXTRAS",
+    "NTKCPL",
+    "PT4AL",
     "REQUIREMENTS",
     "STRATEGIES",
     "ActiveFT",
@@ -69,6 +75,12 @@ __all__ = [
     "make_strategy",
     "margin_scores",
     "nearest_to_centroids",
+    "init_ntk_mlp",
+    "ntk_kernel",
+    "ntk_outputs",
+    "ntkcpl_select",
+    "pt4al_batches",
+    "pt4al_order",
     "probcover_select",
     "radius_graph",
     "top_n",

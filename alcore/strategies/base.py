@@ -20,6 +20,7 @@ from alcore.errors import AlcoreError, ConfigError, PoolExhaustedError, problem
 from alcore.registry import Registry
 
 __all__ = [
+    "EXTRAS",
     "REQUIREMENTS",
     "STRATEGIES",
     "Configurable",
@@ -39,8 +40,10 @@ RandomState = int | np.integer | np.random.Generator | None
 #: What a strategy may declare in ``Strategy.requires``. "model": a fitted proxy in
 #: ``ctx.model`` (probabilities); "embeddings": the proxy's hidden activation (implies a model);
 #: "features": the pre-computed features only (always present in a context); "mc_dropout": a proxy
-#: that also offers ``predict_proba_mc`` (:class:`MCScorer`, implies a model).
-REQUIREMENTS = frozenset({"model", "embeddings", "features", "mc_dropout"})
+#: that also offers ``predict_proba_mc`` (:class:`MCScorer`, implies a model). Any other name is a
+#: per-sample side array the loop must put in ``ctx.extras`` under that name (:data:`EXTRAS`).
+EXTRAS = frozenset({"pretext_loss"})
+REQUIREMENTS = frozenset({"model", "embeddings", "features", "mc_dropout"}) | EXTRAS
 
 
 def check_random_state(random_state: RandomState) -> np.random.Generator:
@@ -195,6 +198,10 @@ class SelectionContext:
         model: the fitted proxy, or None before any is trained.
         round: the round being selected for (1 = first).
         chunk_size: rows per ``model.predict_proba`` / ``model.embed`` call.
+        extras: per-sample side arrays by name, each ``(N,)`` aligned with ``pool_ids`` (e.g.
+            ``"pretext_loss"``: the rotation pretext loss PT4AL sorts by).
+        n_rounds: the number of rounds the loop will run, when known (PT4AL splits the pool
+            into that many batches).
 
     The helpers ``probs()`` and ``embeddings()`` run the model over the *unlabeled* rows only, in
     the order of ``unlabeled_positions()``, and cache the result; ``embeddings_of(positions)``
@@ -208,6 +215,8 @@ class SelectionContext:
     model: Scorer | None = None
     round: int = 1
     chunk_size: int = 16384
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
+    n_rounds: int | None = None
     _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -268,10 +277,25 @@ class SelectionContext:
                 )
             )
         self.labels = labels
-        for name in ("round", "chunk_size"):
+        for name in ("round", "chunk_size", "n_rounds"):
             value = getattr(self, name)
+            if name == "n_rounds" and value is None:
+                continue
             if not _is_int(value) or value < 1:
                 raise ConfigError(problem(f"{name}={value!r}", allowed="an int >= 1", fix=f"pass a valid {name}"))
+        extras = {}
+        for key, value in dict(self.extras).items():
+            arr = np.asarray(value)
+            if arr.shape != (n,) or not np.isfinite(arr).all():
+                raise ConfigError(
+                    problem(
+                        f"extras[{key!r}] has shape {arr.shape} (finite: {bool(np.isfinite(arr).all())})",
+                        allowed=f"a finite 1-D array of length {n}, aligned with pool_ids",
+                        fix="pass one value per pool sample, in the order of pool_ids",
+                    )
+                )
+            extras[key] = arr
+        self.extras = extras
 
     # -- label helpers --------------------------------------------------------------------------
     @property
@@ -486,6 +510,15 @@ class Strategy(Configurable, ABC):
             )
         if self.requires & {"model", "embeddings", "mc_dropout"}:
             ctx.require_model(f"strategy {self.name!r}")
+        missing = sorted((self.requires & EXTRAS) - set(ctx.extras))
+        if missing:
+            raise ConfigError(
+                problem(
+                    f"strategy {self.name!r} needs {', '.join(missing)} but the context has no such extras",
+                    allowed="a context with extras={name: (N,) array} for each",
+                    fix="run the pretext stage first (the pipeline does so when the strategy needs it)",
+                )
+            )
 
     def _check_answer(self, ctx: SelectionContext, n: int, positions: np.ndarray) -> None:
         # A strategy bug, not a user error: say which strategy broke the contract.
