@@ -59,6 +59,21 @@ class EncoderCfg(_Model):
         return not self.weights and not self.pretrained and self.ssl.method != "none"
 
 
+class PretextCfg(_Model):
+    """The rotation pretext task (PT4AL's per-image loss), trained on the unlabeled pool."""
+
+    when: Literal["auto", "always", "never"] = Field(
+        "auto", description="auto: only when a strategy of this run needs the pretext loss (pt4al)"
+    )
+    init: Literal["encoder", "scratch"] = Field(
+        "encoder", description="start the rotation predictor from the pipeline's encoder, or from random weights"
+    )
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(128, ge=1, description="images per step (each gives 4 rotations)")
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
 class FeaturesCfg(_Model):
     batch_size: int = Field(256, ge=1)
 
@@ -138,6 +153,7 @@ class Params(_Model):
     data: DataCfg = DataCfg()
     encoder: EncoderCfg = EncoderCfg()
     features: FeaturesCfg = FeaturesCfg()
+    pretext: PretextCfg = PretextCfg()
     proxy: ProxyCfg = ProxyCfg()
     al: ALCfg = ALCfg()
     oracle: OracleCfg = OracleCfg()

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from alcore._io import write_json_atomic
-from alcore.config import ALCfg, DataCfg, EncoderCfg, OracleCfg, ProxyCfg, TrainCfg
-from alcore.errors import BudgetExceededError, ConfigError, ExperimentLockedError, problem
+from alcore._io import file_digest, write_json_atomic
+from alcore.config import ALCfg, DataCfg, EncoderCfg, OracleCfg, PretextCfg, ProxyCfg, TrainCfg
+from alcore.errors import BudgetExceededError, ConfigError, DataError, ExperimentLockedError, problem
 from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
 from alcore.ledger import CostLedger
 from alcore.proxy import ProxyMLP
@@ -181,14 +181,26 @@ def select_batch(
     proxy: ProxyMLP | None,
     seed: int,
     round: int,
+    n_rounds: int | None = None,
+    extras: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled."""
+    """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled.
+
+    ``extras``: per-sample side arrays (e.g. ``pretext_loss``) aligned with ``pool.ids``.
+    """
     from alcore.strategies import SelectionContext, make_strategy
 
     labels = np.full(len(pool.ids), -1, dtype=np.int64)
     labels[positions_of(np.asarray(labeled_ids, dtype=np.int64), pool.ids)] = labeled_labels
     ctx = SelectionContext(
-        pool_ids=pool.ids, features=pool.X, labels=labels, n_classes=n_classes, model=proxy, round=round
+        pool_ids=pool.ids,
+        features=pool.X,
+        labels=labels,
+        n_classes=n_classes,
+        model=proxy,
+        round=round,
+        n_rounds=n_rounds,
+        extras=extras or {},
     )
     strat = make_strategy(strategy, **strategy_params)
     return np.asarray(strat.select(ctx, n, random_state=seed), dtype=np.int64)
@@ -280,6 +292,94 @@ def build_and_save_encoder(
         enc = build_encoder(cfg, load_data(data_cfg), seed=seed, device=device, progress=progress)
     save_encoder(enc, out)
     return t["seconds"]
+
+
+def strategy_needs_pretext(name: str) -> bool:
+    """Whether the strategy registered as ``name`` reads ``pretext_loss``."""
+    from alcore.strategies import STRATEGIES
+
+    return "pretext_loss" in STRATEGIES.get(name).requires
+
+
+def pretext_needed(p: Any) -> bool:
+    """Whether this run needs the rotation pretext losses: ``pretext.when``, or (``auto``) whether
+    ``al.strategy`` or a strategy of ``compare.strategies`` requires ``pretext_loss``."""
+    if p.pretext.when != "auto":
+        return p.pretext.when == "always"
+    names = [p.al.strategy, *getattr(getattr(p, "compare", None), "strategies", [])]
+    return any(strategy_needs_pretext(n) for n in names)
+
+
+def pretext_and_save(
+    encoder_path: str | os.PathLike[str],
+    data_cfg: DataCfg,
+    cfg: PretextCfg,
+    *,
+    seed: int,
+    device: str,
+    progress: bool,
+    out: str | os.PathLike[str],
+) -> float:
+    """Train the rotation predictor on the pool and write every pool image's pretext loss to
+    ``out`` (:func:`alcore.pretext.write_pretext_losses`); returns the seconds spent."""
+    from alcore.encoders import create_encoder, load_encoder
+    from alcore.pretext import rotation_losses, train_rotation, write_pretext_losses
+
+    data = load_data(data_cfg)
+    enc = load_encoder(encoder_path)
+    if cfg.init == "scratch":
+        enc = create_encoder(enc.config.arch, input_size=enc.config.preprocess.input_size)
+    with stopwatch() as t:
+        model = train_rotation(
+            enc,
+            data.pool,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            device=device,
+            random_state=derive_seed(seed, "pretext"),
+            progress=progress,
+        )
+        losses = rotation_losses(model, data.pool, batch_size=max(cfg.batch_size, 256), device=device)
+    spec = {
+        "computed": True,
+        "task": "rotation",
+        "encoder_sha256": file_digest(encoder_path),
+        "dataset": data.fingerprint(),
+        "config": cfg.model_dump(mode="json"),
+        "seed": seed,
+        "seconds": t["seconds"],
+    }
+    write_pretext_losses(out, np.asarray(data.pool.ids), losses, spec)
+    return t["seconds"]
+
+
+def write_pretext_skipped(out: str | os.PathLike[str], reason: str) -> None:
+    """The pretext stage's output when no strategy needs it: an empty loss file that says why."""
+    from alcore.pretext import write_pretext_losses
+
+    write_pretext_losses(
+        out, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32), {"computed": False, "reason": reason}
+    )
+
+
+def load_pretext_losses(path: str | os.PathLike[str], pool_ids: np.ndarray) -> np.ndarray:
+    """``(N,)`` pretext losses aligned with ``pool_ids``; a clear error if they were not computed."""
+    from alcore.pretext import read_pretext_losses
+
+    ids, losses, spec = read_pretext_losses(path)
+    if not spec.get("computed", False):
+        raise DataError(
+            problem(
+                f"{path} holds no pretext losses ({spec.get('reason', 'not computed')})",
+                fix="set pretext.when=auto (or always) and run the pretext stage (dvc repro, or alcore run)",
+            )
+        )
+    out = np.empty(len(pool_ids), dtype=np.float32)
+    pos = positions_of(np.asarray(pool_ids, dtype=np.int64), ids)
+    out[:] = losses[pos]
+    return out
 
 
 def extract_and_save_features(
@@ -515,6 +615,15 @@ def validate_names(p: Any) -> None:
             )
         )
     make_strategy(p.al.strategy, **p.al.strategy_params)
+    names = [p.al.strategy, *getattr(getattr(p, "compare", None), "strategies", [])]
+    if p.pretext.when == "never" and any(strategy_needs_pretext(n) for n in names):
+        raise ConfigError(
+            problem(
+                "pretext.when=never but a strategy of this run reads the pretext loss (pt4al)",
+                allowed="pretext.when=auto or always with pt4al",
+                fix="set pretext.when=auto",
+            )
+        )
     ORACLES.get(p.oracle.name)
     from alcore.realign import make_trigger
 

@@ -33,6 +33,15 @@ class Layout:
         return self.root / "features" / f"{split}.parquet"
 
     @property
+    def pretext(self) -> Path:
+        """Per-image rotation pretext losses (PT4AL), or a marker that they were not needed."""
+        return self.root / "features" / "pretext.parquet"
+
+    @property
+    def pretext_meta(self) -> Path:
+        return self.root / "features" / "pretext.json"
+
+    @property
     def runs(self) -> Path:
         return self.root / self.runs_dir
 

@@ -35,6 +35,7 @@ from alcore.experiment import (
     load_features,
     open_state,
     round_strategy,
+    strategy_needs_pretext,
 )
 from alcore.features import read_spec
 from alcore.layout import Layout
@@ -75,6 +76,8 @@ class _Run:
         self.fp, self.n_classes = info["fingerprint"], int(info["n_classes"])
         self.encoder = ref(L.encoder)
         self.dir = L.run_dir(self.name)
+        # PT4AL's per-image pretext losses, when the strategy reads them (the pretext stage wrote them)
+        self.pretext = ref(L.pretext) if strategy_needs_pretext(p.al.strategy) else None
 
     def features(self) -> dict[str, Any]:
         """The current feature version (the last realignment's, or the features stage's)."""
@@ -165,6 +168,8 @@ def _select_round(run: _Run, r: int, n: int, proxy: dict[str, Any] | None) -> tu
         proxy_key=key,
         seed=derive_seed(run.seed, "select", r),
         round=r,
+        n_rounds=p.al.rounds,
+        pretext=run.pretext,
     )
     seconds["scoring"] = seconds.get("scoring", 0.0) + sel["seconds"]
     return sel["ids"], seconds
@@ -255,6 +260,8 @@ def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: 
             enc_meta, feat_meta = read_json(L.encoder_meta, "encoder"), read_json(L.features_meta, "features")
             st.ledger = CostLedger(price_per_label=p.oracle.price_per_label, price_per_hour=p.cost.price_per_hour)
             st.ledger.record(0, "pretraining", enc_meta["seconds"])
+            if strategy_needs_pretext(p.al.strategy):  # the rotation task is pre-training paid for this strategy
+                st.ledger.record(0, "pretraining", read_json(L.pretext_meta, "pretext")["seconds"])
             if p.al.pipeline != "standard":  # standard never uses the pre-computed features
                 st.ledger.record(0, "extraction", feat_meta["seconds"]["pool"])
             st.versions = [{"version": 0, "round": 0, "pool": pool_ref, "test": test_ref}]

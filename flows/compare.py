@@ -23,7 +23,7 @@ from alcore.experiment import ExperimentState, validate_names
 from alcore.layout import Layout
 from flows._util import say
 from flows.active_learning import active_learning
-from flows.pipeline import encoder, features, prepare
+from flows.pipeline import encoder, features, prepare, pretext
 from tasks import tracking
 
 RUNS = "compare/runs"
@@ -44,7 +44,7 @@ def compare(params: Params, root: str = ".") -> dict[str, Any]:
     """Run every combination of ``params.compare`` and write the comparison."""
     validate_names(params)
     c, L = params.compare, Layout(Path(root), runs_dir=RUNS)
-    for stage in (prepare, encoder, features):
+    for stage in (prepare, encoder, features, pretext):
         stage(params, root=root)
     records = []
     for pipeline in c.pipelines:

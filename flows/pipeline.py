@@ -14,7 +14,7 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
-from alcore.experiment import ExperimentState, check_budget, validate_names
+from alcore.experiment import ExperimentState, check_budget, pretext_needed, validate_names, write_pretext_skipped
 from alcore.features import read_spec
 from alcore.layout import Layout
 from alcore.ledger import format_table
@@ -26,8 +26,9 @@ from tasks._common import ref
 from tasks.data import prepare_data
 from tasks.encoder import build_encoder
 from tasks.features import extract_features
+from tasks.pretext import pretext_losses
 
-STAGES = ("prepare", "encoder", "features", "active_learning", "report")
+STAGES = ("prepare", "encoder", "features", "pretext", "active_learning", "report")
 
 
 @flow(name="prepare", validate_parameters=True)
@@ -101,6 +102,40 @@ def features(params: Params, root: str = ".") -> dict[str, Any]:
     return outs
 
 
+@flow(name="pretext", validate_parameters=True)
+def pretext(params: Params, root: str = ".") -> dict[str, Any]:
+    """PT4AL's rotation pretext task on the pool: ``features/pretext.parquet`` (+ ``pretext.json``).
+
+    When no strategy of the run reads the pretext loss (``pretext.when=auto``), the stage writes an
+    empty loss file that says so, and costs nothing.
+    """
+    p, L = params, Layout(Path(root))
+    info = read_json(L.dataset, "prepare")
+    if not pretext_needed(p):
+        reason = f"pretext.when={p.pretext.when} and no strategy of this run reads the pretext loss"
+        write_pretext_skipped(L.pretext, reason)
+        write_json_atomic(L.pretext_meta, {"computed": False, "seconds": 0.0, "reason": reason})
+        say(f"pretext: skipped ({reason})")
+        return {"computed": False, "seconds": 0.0}
+    out = ensure_artifact(
+        pretext_losses,
+        "pretext",
+        ref(L.encoder),
+        p.data,
+        info["fingerprint"],
+        p.pretext,
+        seed=p.experiment.seed,
+        device=p.experiment.device,
+        out=str(L.pretext),
+        progress=p.experiment.progress,
+    )
+    write_json_atomic(L.pretext_meta, {"computed": True, "seconds": out["seconds"], "sha256": out["pretext"]["sha256"]})
+    say(
+        f"pretext: rotation task ({p.pretext.epochs} epochs) and {info['n_pool']} pretext losses in {out['seconds']:.1f} s"
+    )
+    return {"computed": True, **out}
+
+
 @flow(name="report", validate_parameters=True)
 def report(params: Params, root: str = ".") -> dict[str, Any]:
     """Per-round table, ``reports/metrics.json``, ``rounds.csv`` and the PNG plots, also in MLflow."""
@@ -124,11 +159,12 @@ def report(params: Params, root: str = ".") -> dict[str, Any]:
 
 @flow(name="alcore-pipeline", validate_parameters=True)
 def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
-    """All stages in order: prepare, encoder, features, active_learning, report."""
+    """All stages in order: prepare, encoder, features, pretext, active_learning, report."""
     info = prepare(params, root=root)
     check_budget(params.al, info["n_pool"])  # before any training, not after it
     encoder(params, root=root)
     features(params, root=root)
+    pretext(params, root=root)
     active_learning(params, fresh=fresh, root=root)
     return report(params, root=root)
 
@@ -140,7 +176,8 @@ def run_stage(stage: str, params: Params, *, fresh: bool = False, root: str = ".
         return pipeline(params, fresh=fresh, root=root)
     if stage == "active_learning":
         return active_learning(params, fresh=fresh, root=root)
-    return {"prepare": prepare, "encoder": encoder, "features": features, "report": report}[stage](params, root=root)
+    stages = {"prepare": prepare, "encoder": encoder, "features": features, "pretext": pretext, "report": report}
+    return stages[stage](params, root=root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,4 +198,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["STAGES", "pipeline", "prepare", "encoder", "features", "report", "run_stage", "load_params"]
+__all__ = ["STAGES", "pipeline", "prepare", "encoder", "features", "pretext", "report", "run_stage", "load_params"]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from prefect import task
 
-from alcore.experiment import load_features, select_batch, stopwatch
+from alcore.experiment import load_features, load_pretext_losses, select_batch, stopwatch
 from tasks._common import CACHE
 
 
@@ -25,9 +25,15 @@ def select(
     proxy_key: str,
     seed: int,
     round: int,
+    n_rounds: int | None = None,
+    pretext: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key)."""
+    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key).
+
+    ``pretext``: a ref to the pretext-loss file, for strategies that need ``pretext_loss``.
+    """
     pool = load_features(features["path"])
+    extras = {"pretext_loss": load_pretext_losses(pretext["path"], pool.ids)} if pretext else None
     with stopwatch() as t:
         ids = select_batch(
             strategy,
@@ -40,5 +46,7 @@ def select(
             proxy=proxy,
             seed=seed,
             round=round,
+            n_rounds=n_rounds,
+            extras=extras,
         )
     return {"ids": ids, "seconds": t["seconds"]}

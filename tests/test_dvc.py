@@ -44,7 +44,7 @@ def project(tmp_path_factory):
 def test_repro_then_nothing_then_only_what_changed(project):
     root, env = project
     out = _run([DVC, "repro"], root, env)
-    for stage in ("prepare", "encoder", "features", "active_learning", "report"):
+    for stage in ("prepare", "encoder", "features", "pretext", "active_learning", "report"):
         assert f"Running stage '{stage}'" in out
     assert (root / "reports" / "metrics.json").is_file() and (root / "runs" / "dvc" / "state.json").is_file()
     assert (root / "mlflow.db").is_file() and (root / ".prefect").is_dir()  # project-local stores

@@ -1,0 +1,268 @@
+"""Which strategy wins at which budget, on self-supervised features (NTKCPL's question).
+
+For each setting a ResNet-20 is pre-trained with SimCLR on the unlabeled pool (no labels), the pool
+and test features are extracted once, and the rotation pretext task gives PT4AL its per-image
+losses. Then every strategy runs the same active-learning loop on those frozen features: a proxy
+MLP (METHODS.md section 1) trained from scratch each round, budgets from 1 to 50 labels per class,
+several seeds. Cold-start strategies (TypiClust, ProbCover, PT4AL, NTKCPL) choose the first batch
+themselves; the others start from random labels, as the pipeline does.
+
+Settings: ``fmnist`` (Fashion-MNIST, a stratified pool subsample) and ``cifar`` (the exact CIFAR-10
+subset of ../shared). The table gives the proxy's test accuracy per budget, mean and std over
+seeds, the best per budget marked ``*``; then, per strategy, the budgets where it is at least as
+good as the best other strategy, and the goals of the issue.
+
+Usage::
+
+    uv run python bench/selfsup.py                                  # both settings, 3 seeds
+    uv run python bench/selfsup.py --settings fmnist --seeds 0 --ssl-epochs 2   # a quick look
+
+The encoder, features and pretext losses are cached under ``--work`` (default bench/out/work), so a
+re-run only repeats the selection loops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+STRATEGIES = ["random", "margin", "coreset", "typiclust", "probcover", "pt4al", "ntkcpl"]
+
+
+def data_cfg(setting: str, args: argparse.Namespace) -> dict[str, Any]:
+    if setting == "fmnist":
+        return {
+            "name": "fashion_mnist",
+            "params": {"root": str(SHARED / "fashion-mnist"), "max_pool": args.pool, "max_test": args.test},
+        }
+    path = SHARED / "cifar10-subset" / "cifar10_genuine_prefix_subset.npz"
+    return {"name": "npz", "params": {"path": str(path), "max_pool": args.pool, "max_test": args.test}}
+
+
+def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Encoder (SimCLR on the pool), pool/test features and pretext losses, cached in ``work``."""
+    from alcore.config import DataCfg, EncoderCfg, PretextCfg
+    from alcore.encoders import load_encoder, save_encoder
+    from alcore.experiment import (
+        build_encoder,
+        compute_features,
+        load_data,
+        load_pretext_losses,
+        pretext_and_save,
+        stopwatch,
+    )
+    from alcore.features import read_features, write_features
+
+    dc = DataCfg(**data_cfg(setting, args))
+    ec = EncoderCfg(arch=args.arch, ssl={"method": "simclr", "epochs": args.ssl_epochs, "batch_size": 256})
+    pc = PretextCfg(epochs=args.pretext_epochs, init=args.pretext_init)
+    key = hashlib.sha256(
+        json.dumps([dc.model_dump(), ec.model_dump(), pc.model_dump(), args.seed_ssl], sort_keys=True).encode()
+    ).hexdigest()[:12]
+    work = args.work / f"{setting}-{key}"
+    work.mkdir(parents=True, exist_ok=True)
+    data = load_data(dc)
+    times = json.loads((work / "times.json").read_text()) if (work / "times.json").is_file() else {}
+    enc_path = work / "encoder.safetensors"
+    if not enc_path.is_file():
+        with stopwatch() as t:
+            enc = build_encoder(ec, data, seed=args.seed_ssl, device="auto", progress=False)
+        save_encoder(enc, enc_path)
+        times["simclr"] = t["seconds"]
+    enc = load_encoder(enc_path)
+    for split in ("pool", "test"):
+        f = work / f"{split}.parquet"
+        if not f.is_file():
+            with stopwatch() as t:
+                fs = compute_features(enc, data, split, batch_size=256, device="auto", progress=False)
+            write_features(f, fs.ids, fs.X, fs.spec)
+            times[f"extract_{split}"] = t["seconds"]
+    pre = work / "pretext.parquet"
+    if not pre.is_file():
+        times["pretext"] = pretext_and_save(
+            enc_path, dc, pc, seed=args.seed_ssl, device="auto", progress=False, out=pre
+        )
+    (work / "times.json").write_text(json.dumps(times, indent=2))
+    pool, test = read_features(work / "pool.parquet"), read_features(work / "test.parquet")
+    return {
+        "data": data,
+        "pool": pool,
+        "test": test,
+        "pretext": load_pretext_losses(pre, pool.ids),
+        "times": times,
+        "work": work,
+    }
+
+
+def run_loop(prep: dict[str, Any], strategy: str, seed: int, budgets: list[int], args: argparse.Namespace) -> dict:
+    """One active-learning run: proxy test accuracy and selection seconds at every budget."""
+    from alcore.config import ProxyCfg
+    from alcore.experiment import derive_seed, positions_of, proxy_accuracy, select_batch, train_proxy
+    from alcore.strategies import STRATEGIES
+
+    data, pool, test = prep["data"], prep["pool"], prep["test"]
+    truth = np.asarray(data.pool.labels)[positions_of(pool.ids, np.asarray(data.pool.ids))]
+    test_y = np.asarray(data.test.labels)[positions_of(test.ids, np.asarray(data.test.ids))]
+    pcfg = ProxyCfg(hidden=args.hidden, epochs=args.proxy_epochs)
+    ids = np.empty(0, dtype=np.int64)
+    labs = np.empty(0, dtype=np.int64)
+    acc, secs = [], []
+    proxy = None
+    for r, total in enumerate(budgets, start=1):
+        name = strategy if (r > 1 or STRATEGIES.get(strategy).cold_start) else "random"
+        t0 = time.perf_counter()
+        new = select_batch(
+            name,
+            {},
+            pool,
+            ids,
+            labs,
+            total - ids.size,
+            n_classes=data.n_classes,
+            proxy=proxy,
+            seed=derive_seed(seed, "select", r),
+            round=r,
+            n_rounds=len(budgets),
+            extras={"pretext_loss": prep["pretext"]},
+        )
+        secs.append(time.perf_counter() - t0)
+        ids = np.concatenate([ids, new])
+        labs = truth[positions_of(ids, pool.ids)]
+        proxy = train_proxy(
+            pool, ids, labs, pcfg, n_classes=data.n_classes, seed=derive_seed(seed, "proxy", r), device="cpu"
+        )
+        acc.append(proxy_accuracy(proxy, test, test_y))
+    return {"accuracy": acc, "select_seconds": secs, "classes_covered": int(np.unique(labs).size)}
+
+
+def table(budgets: list[int], res: dict[str, list[dict]]) -> tuple[str, dict[str, list[int]]]:
+    means = {s: np.mean([r["accuracy"] for r in runs], axis=0) for s, runs in res.items()}
+    stds = {s: np.std([r["accuracy"] for r in runs], axis=0) for s, runs in res.items()}
+    names = list(res)
+    head = "| labels | " + " | ".join(names) + " |"
+    lines = [head, "|---:|" + "---:|" * len(names)]
+    wins: dict[str, list[int]] = {s: [] for s in names}
+    for i, b in enumerate(budgets):
+        best = max(means[s][i] for s in names)
+        cells = []
+        for s in names:
+            mark = "*" if means[s][i] == best else " "
+            cells.append(f"{100 * means[s][i]:5.1f}±{100 * stds[s][i]:3.1f}{mark}")
+            if means[s][i] >= max(means[t][i] for t in names if t != s):
+                wins[s].append(b)
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), wins
+
+
+def plot(budgets: list[int], res: dict[str, list[dict]], title: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for s, runs in res.items():
+        a = 100 * np.asarray([r["accuracy"] for r in runs])
+        m, sd = a.mean(0), a.std(0)
+        lw = 2.5 if s in ("ntkcpl", "pt4al") else 1.3
+        ax.plot(budgets, m, marker="o", ms=3, lw=lw, label=s)
+        ax.fill_between(budgets, m - sd, m + sd, alpha=0.12)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.set_xlabel("labels (log scale)")
+    ax.set_ylabel("proxy test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", nargs="+", default=["fmnist", "cifar"], choices=["fmnist", "cifar"])
+    ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--per-class", nargs="+", type=int, default=[1, 2, 5, 10, 20, 50], help="budgets, labels per class")
+    ap.add_argument("--pool", type=int, default=5000, help="pool size (a stratified subsample)")
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--arch", default="cifar_resnet20")
+    ap.add_argument("--ssl-epochs", type=int, default=15)
+    ap.add_argument("--seed-ssl", type=int, default=0)
+    ap.add_argument("--pretext-epochs", type=int, default=5)
+    ap.add_argument("--pretext-init", default="encoder", choices=["encoder", "scratch"])
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--proxy-epochs", type=int, default=100)
+    ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "work")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    args = ap.parse_args()
+
+    import torch
+
+    print(f"machine: {torch.get_num_threads()} torch threads, cuda={torch.cuda.is_available()}")
+    for setting in args.settings:
+        t0 = time.perf_counter()
+        prep = prepare(setting, args)
+        C = prep["data"].n_classes
+        budgets = [k * C for k in args.per_class]
+        print(f"\n## {setting}: pool {len(prep['pool'])}, test {len(prep['test'])}, {C} classes, budgets {budgets}")
+        print("setup seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in prep["times"].items()))
+        res: dict[str, list[dict]] = {}
+        for s in args.strategies:
+            res[s] = [run_loop(prep, s, seed, budgets, args) for seed in args.seeds]
+            sel = np.mean([np.sum(r["select_seconds"]) for r in res[s]])
+            print(
+                f"  {s:<10} final {100 * np.mean([r['accuracy'][-1] for r in res[s]]):.1f}%  selection {sel:.1f} s/run",
+                flush=True,
+            )
+        md, wins = table(budgets, res)
+        print(f"\nproxy test accuracy (%), mean±std over seeds {args.seeds}; * = best per budget\n")
+        print(md)
+        print("\nbudgets where each strategy is at least as good as the best other strategy:")
+        for s, w in sorted(wins.items(), key=lambda kv: -len(kv[1])):
+            print(f"  {s:<10} {len(w)}  {w}")
+        print("\nselection seconds per run (all rounds), mean over seeds:")
+        print(
+            "  "
+            + ", ".join(f"{s} {np.mean([np.sum(r['select_seconds']) for r in runs]):.1f}" for s, runs in res.items())
+        )
+        goals = []
+        if "ntkcpl" in wins:
+            most = max(len(w) for s, w in wins.items() if s != "ntkcpl")
+            ok = len(wins["ntkcpl"]) > most
+            goals.append(
+                f"NTKCPL at least as good as the best other at more budgets than any other: {'MET' if ok else 'MISSED'} "
+                f"(NTKCPL {len(wins['ntkcpl'])}, best other {most})"
+            )
+        if "pt4al" in res and "random" in res:
+            d = 100 * (
+                np.mean([r["accuracy"][0] for r in res["pt4al"]]) - np.mean([r["accuracy"][0] for r in res["random"]])
+            )
+            goals.append(
+                f"PT4AL better than random at the smallest budget: {'MET' if d > 0 else 'MISSED'} ({d:+.1f} points)"
+            )
+        for g in goals:
+            print("GOAL " + g)
+        png = args.out / f"selfsup_{setting}.png"
+        plot(budgets, res, f"{setting}: SimCLR {args.arch} features, proxy MLP, {len(args.seeds)} seeds", png)
+        print(f"plot: {png}  ({time.perf_counter() - t0:.0f} s for this setting)")
+        report = {"budgets": budgets, "results": res, "wins": wins, "goals": goals, "times": prep["times"]}
+        (args.out / f"selfsup_{setting}.json").write_text(json.dumps(report, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

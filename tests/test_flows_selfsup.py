@@ -1,0 +1,62 @@
+"""PT4AL and NTKCPL through the pipeline: the pretext stage, its cost, and selection from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alcore.config import parse_params
+from alcore.errors import ConfigError, DataError
+from alcore.experiment import ExperimentState, validate_names
+from alcore.layout import Layout
+from alcore.pretext import read_pretext_losses
+from tests._tiny import tiny
+
+pytestmark = pytest.mark.integration
+
+
+def test_pt4al_then_ntkcpl_through_the_flows(tmp_path, prefect_harness):
+    from flows.active_learning import active_learning
+    from flows.pipeline import pipeline
+
+    p = parse_params(tiny(al={"strategy": "pt4al"}, pretext={"epochs": 1, "batch_size": 64}))
+    pipeline(p, root=str(tmp_path))
+    L = Layout(tmp_path)
+    ids, losses, spec = read_pretext_losses(L.pretext)
+    assert spec["computed"] and ids.size == 300 and np.isfinite(losses).all()
+    st = ExperimentState.load(L.state("tiny"))
+    assert st.labels.n_labeled == 30
+    rows = st.ledger.rows()
+    # round 0 pays for SimCLR and the rotation task
+    assert rows[0]["seconds_pretraining"] >= spec["seconds"] > 0
+    # round 1 is PT4AL's cold start: an even stride of the hardest third of the pool
+    order = ids[np.argsort(-losses, kind="stable")][:100]
+    assert set(st.labels.ids_in_round(1).tolist()) == set(order[::10].tolist())
+
+    # NTKCPL on the same features, in the same project (no pretext needed).
+    q = parse_params(tiny(experiment={"name": "tiny-ntk"}, al={"strategy": "ntkcpl"}))
+    active_learning(q, root=str(tmp_path))
+    st2 = ExperimentState.load(L.state("tiny-ntk"))
+    assert st2.labels.n_labeled == 30 and st2.records[3]["proxy_accuracy"] > 0
+
+
+def test_pretext_stage_writes_a_marker_when_not_needed(tmp_path, prefect_harness):
+    from flows.pipeline import encoder, features, prepare, pretext
+
+    p = parse_params(tiny())
+    for stage in (prepare, encoder, features):
+        stage(p, root=str(tmp_path))
+    out = pretext(p, root=str(tmp_path))
+    assert out == {"computed": False, "seconds": 0.0}
+    ids, _, spec = read_pretext_losses(Layout(tmp_path).pretext)
+    assert ids.size == 0 and not spec["computed"] and "no strategy" in spec["reason"]
+    from alcore.experiment import load_pretext_losses
+
+    with pytest.raises(DataError, match="pretext.when=auto"):
+        load_pretext_losses(Layout(tmp_path).pretext, np.arange(3))
+
+
+def test_pt4al_with_pretext_never_is_refused_before_any_work():
+    p = parse_params(tiny(al={"strategy": "pt4al"}, pretext={"when": "never"}))
+    with pytest.raises(ConfigError, match="pretext.when=never"):
+        validate_names(p)
