@@ -35,16 +35,11 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command()
-def run(
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    stage: Annotated[
-        str, typer.Option(help="One stage (prepare, encoder, features, active_learning, report) or all.")
-    ] = "all",
-    fresh: Annotated[bool, typer.Option(help="Archive this experiment's saved state and start over.")] = False,
-) -> None:
-    """Run the pipeline (or one stage) as Prefect flows; resumes an interrupted experiment."""
+def _run_flow(params: Path, set_: list[str] | None, module: str, name: str, **kwargs: object) -> None:
+    """Load the parameters, import ``module.name`` (a Prefect flow: only now is Prefect imported)
+    and run it on them; an AlcoreError anywhere ends the command with its message."""
+    import importlib
+
     from alcore.config import load_params
 
     try:
@@ -53,34 +48,42 @@ def run(
         _fail(e)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
-        from flows.pipeline import STAGES, run_stage
+        fn = getattr(importlib.import_module(module), name)
     except ImportError as e:  # pragma: no cover - depends on the install
         _fail(RuntimeError(f"the pipeline extra is not installed ({e}); run `uv sync --extra pipeline`"))
-    if stage not in (*STAGES, "all"):
-        _fail(AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*STAGES, 'all'))}."))
     try:
-        run_stage(stage, p, fresh=fresh)
+        fn(p, **kwargs)
     except AlcoreError as e:
         _fail(e)
 
 
 @app.command()
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    stage: Annotated[
+        str, typer.Option(help="One stage (prepare, encoder, features, pretext, active_learning, report) or all.")
+    ] = "all",
+    fresh: Annotated[bool, typer.Option(help="Archive this experiment's saved state and start over.")] = False,
+) -> None:
+    """Run the pipeline (or one stage) as Prefect flows; resumes an interrupted experiment."""
+    _run_flow(params, set_, "flows.pipeline", "run_stage", stage=stage, fresh=fresh)
+
+
+@app.command()
 def compare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Compare pipelines x strategies x seeds (params.yaml `compare`); writes reports/compare/."""
-    from alcore.config import load_params
+    _run_flow(params, set_, "flows.compare", "compare")
 
-    try:
-        p = load_params(params, set_ or [])
-    except AlcoreError as e:
-        _fail(e)
-    try:
-        from flows.compare import compare as compare_flow
-    except ImportError as e:  # pragma: no cover - depends on the install
-        _fail(RuntimeError(f"the pipeline extra is not installed ({e}); run `uv sync --extra pipeline`"))
-    try:
-        compare_flow(p)
-    except AlcoreError as e:
-        _fail(e)
+
+@app.command()
+def as3l(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    labels: Annotated[int | None, typer.Option(help="Labels to buy in one shot (default: al.initial).")] = None,
+) -> None:
+    """AS3L for few labels: one-shot selection, priors, prior-guided FixMatch, and the prior baseline."""
+    _run_flow(params, set_, "flows.as3l", "as3l", labels=labels)
 
 
 @app.command()
@@ -126,9 +129,9 @@ def list_(
 
         names = ARCHS.names() + ["any timm model name (e.g. resnet50, vit_small_patch16_224)"]
     elif what == "modes":
-        from alcore.training import MODES
+        from alcore.training import MODES, SEMI_MODES
 
-        names = ["auto", *MODES]
+        names = ["auto", *MODES, *SEMI_MODES]
     elif what == "triggers":
         from alcore.realign import TRIGGERS
 

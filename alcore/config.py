@@ -119,7 +119,9 @@ class OracleCfg(_Model):
 
 
 class TrainCfg(_Model):
-    mode: Literal["auto", "lp", "ft", "lpft"] = "auto"
+    mode: Literal["auto", "lp", "ft", "lpft", "fixmatch", "as3l"] = Field(
+        "auto", description="fixmatch / as3l: semi-supervised on the whole pool (as3l: guided by priors)"
+    )
     auto_threshold: int = Field(500, ge=0, description="auto: LP-FT below this many labels, FT from it on")
     lp_epochs: int = Field(50, ge=0)
     ft_epochs: int = Field(30, ge=0)
@@ -129,6 +131,32 @@ class TrainCfg(_Model):
     lpft_backbone_lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     augment: Literal["none", "crop", "crop_flip"] = "crop"
+    semi_steps: int = Field(300, ge=1, description="fixmatch / as3l: optimiser steps")
+    semi_batch_size: int = Field(16, ge=1, description="labeled images per step")
+    semi_mu: int = Field(3, ge=1, description="unlabeled images per labeled one in a step")
+    semi_lr: float = Field(0.03, gt=0)
+    semi_threshold: float = Field(0.95, gt=0, le=1, description="FixMatch's confidence mask")
+    semi_lambda_u: float = Field(1.0, ge=0)
+    semi_switch: float = Field(0.3, ge=0, le=1, description="as3l: prior-guided targets for this fraction of steps")
+    as3l_runs: int = Field(5, ge=1, description="as3l: k-means runs behind f_fine")
+    as3l_epochs: int = Field(30, ge=1, description="as3l: epochs of the linear layer giving f_fine")
+    prior_temperature: float = Field(0.1, gt=0, description="as3l: softness of the prior confidence")
+
+    def semi_config(self) -> Any:
+        """The :class:`alcore.semi.SemiConfig` of these parameters."""
+        from alcore.semi import SemiConfig
+
+        return SemiConfig(
+            steps=self.semi_steps,
+            batch_size=self.semi_batch_size,
+            mu=self.semi_mu,
+            lr=self.semi_lr,
+            weight_decay=self.weight_decay,
+            threshold=self.semi_threshold,
+            lambda_u=self.semi_lambda_u,
+            switch=self.semi_switch,
+            augment=self.augment,
+        )
 
 
 class CostCfg(_Model):

@@ -233,6 +233,36 @@ def make_oracle_for(cfg: OracleCfg, data: Any, *, seed: int) -> Any:
     return make_oracle(cfg.name, price_per_label=cfg.price_per_label)
 
 
+_SEMI_FIELDS = {"mode", "auto_threshold", "prior_temperature"} | {
+    k for k in TrainCfg.model_fields if k.startswith(("semi_", "as3l_"))
+}
+
+
+def as3l_priors(
+    encoder: Any, data: Any, positions: np.ndarray, labels: np.ndarray, cfg: TrainCfg, *, seed: int, device: str
+) -> Any:
+    """AS3L's priors for the pool (:func:`alcore.as3l.prior_labels`): ``f_fine`` from the
+    encoder's own features of the pool, then constrained k-means seeded by the labeled rows."""
+    from alcore.as3l import fine_features, prior_labels
+
+    F_self = extract_features(encoder, data.pool, batch_size=256, device=device, progress=False)
+    F_fine = fine_features(
+        F_self,
+        max(2, min(len(positions), len(data.pool))),
+        n_runs=cfg.as3l_runs,
+        epochs=cfg.as3l_epochs,
+        random_state=derive_seed(seed, "as3l", "fine"),
+    )
+    return prior_labels(
+        F_fine,
+        positions,
+        labels,
+        data.n_classes,
+        temperature=cfg.prior_temperature,
+        random_state=derive_seed(seed, "as3l", "priors"),
+    )
+
+
 def fine_tune(
     encoder: Any,
     data: Any,
@@ -244,13 +274,34 @@ def fine_tune(
     seed: int,
     device: str,
     progress: bool,
+    priors: Any = None,
 ) -> Any:
-    """Train the real network (``lp`` / ``ft`` / ``lpft``) on the labeled ids, from ``encoder``."""
-    from alcore.training import TrainConfig, resolve_mode, train_classifier
+    """Train the real network on the labeled ids, from ``encoder``: supervised (``lp`` / ``ft`` /
+    ``lpft``, or ``auto``), or semi-supervised on the whole pool (``fixmatch``; ``as3l`` with
+    ``priors``, computed by :func:`as3l_priors` when not given)."""
+    from alcore.training import SEMI_MODES, TrainConfig, resolve_mode, train_classifier
 
-    mode = resolve_mode(mode, len(ids), cfg.auto_threshold)  # "auto" -> lpft / ft by label count
-    tc = TrainConfig(**cfg.model_dump(exclude={"mode", "auto_threshold"}))
     pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
+    labels = np.asarray(labels, dtype=np.int64)
+    if mode in SEMI_MODES:
+        from alcore.semi import train_semi
+
+        if mode == "as3l" and priors is None:
+            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device)
+        return train_semi(
+            encoder,
+            data.pool,
+            pos,
+            labels,
+            n_classes=data.n_classes,
+            priors=(priors.labels, priors.confidence) if mode == "as3l" else None,
+            config=cfg.semi_config(),
+            device=device,
+            random_state=seed,
+            progress=progress,
+        ).model
+    mode = resolve_mode(mode, len(ids), cfg.auto_threshold)  # "auto" -> lpft / ft by label count
+    tc = TrainConfig(**cfg.model_dump(exclude=_SEMI_FIELDS))
     return train_classifier(
         encoder,
         data.pool,
@@ -425,12 +476,27 @@ def fine_tune_and_save(
     from alcore.training import save_classifier
 
     enc = load_encoder(encoder_path)
+    data = load_data(data_cfg)
+    priors = None
     with stopwatch() as t:
+        if mode == "as3l":  # the priors are an artifact of their own, beside the network
+            from alcore.as3l import write_priors
+
+            pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
+            priors = as3l_priors(enc, data, pos, np.asarray(labels), cfg, seed=seed, device=device)
+            spec = {"encoder_sha256": file_digest(encoder_path), "n_labeled": len(ids), "seed": seed}
+            write_priors(priors_path(out), np.asarray(data.pool.ids), priors, spec)
         model = fine_tune(
-            enc, load_data(data_cfg), ids, labels, cfg, mode=mode, seed=seed, device=device, progress=progress
+            enc, data, ids, labels, cfg, mode=mode, seed=seed, device=device, progress=progress, priors=priors
         )
     save_classifier(model, out)
     return t["seconds"]
+
+
+def priors_path(model_path: str | os.PathLike[str]) -> Path:
+    """Where the AS3L priors of a network trained with ``train.mode=as3l`` are written."""
+    p = Path(model_path)
+    return p.with_name(p.name.split(".")[0] + ".priors.parquet")
 
 
 def decide_realign(

@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alcore._io import atomic_path
 from alcore._loop import cosine_epochs
 from alcore.datasets.base import Split
 from alcore.device import autocast, resolve_device
 from alcore.encoders import Encoder
-from alcore.errors import ConfigError, DataError, FeatureMismatchError, problem
+from alcore.errors import ConfigError, DataError, problem
+from alcore.idtable import read_id_table, write_id_table
 
 __all__ = [
     "RotationNet",
@@ -182,31 +178,10 @@ def write_pretext_losses(
     path: str | os.PathLike[str], ids: np.ndarray, losses: np.ndarray, spec: dict[str, Any]
 ) -> None:
     """Write ``ids`` (N,) and ``losses`` (N,) with ``spec`` (JSON-able provenance), atomically."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    losses = np.ascontiguousarray(losses, dtype=np.float32)
-    if ids.ndim != 1 or losses.shape != ids.shape:
-        raise ConfigError(problem(f"{losses.shape} losses for {ids.shape} ids", allowed="one loss per id"))
-    if np.unique(ids).size != ids.size:
-        raise ConfigError(problem("duplicate ids in the pretext losses", fix="score each pool image once"))
-    table = pa.table({"id": pa.array(ids), "loss": pa.array(losses)})
-    table = table.replace_schema_metadata({META_KEY: json.dumps(spec, sort_keys=True).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    write_id_table(path, ids, {"loss": np.asarray(losses, dtype=np.float32)}, spec, key=META_KEY)
 
 
 def read_pretext_losses(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """``(ids, losses, spec)`` of a pretext-loss file written by :func:`write_pretext_losses`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(problem(f"no pretext-loss file at {path}", fix="run the pretext stage (dvc repro)"))
-    meta = pq.read_schema(path).metadata or {}
-    if META_KEY not in meta:
-        raise FeatureMismatchError(
-            problem(f"{path} is not an alcore pretext-loss file", fix="re-run the pretext stage")
-        )
-    table = pq.read_table(path, columns=["id", "loss"])
-    return (
-        table.column("id").to_numpy().astype(np.int64),
-        table.column("loss").to_numpy().astype(np.float32),
-        json.loads(meta[META_KEY]),
-    )
+    ids, cols, spec = read_id_table(path, ("loss",), key=META_KEY, what="pretext-loss", stage="pretext stage")
+    return ids, cols["loss"].astype(np.float32), spec

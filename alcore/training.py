@@ -31,6 +31,8 @@ from alcore.features import extract_features
 
 Mode = Literal["lp", "ft", "lpft"]
 MODES: tuple[str, ...] = ("lp", "ft", "lpft")
+#: Modes that also learn from the unlabeled pool (:mod:`alcore.semi`; ``experiment.fine_tune``).
+SEMI_MODES: tuple[str, ...] = ("fixmatch", "as3l")
 
 
 def resolve_mode(mode: str, n_labeled: int, auto_threshold: int = 500) -> str:
@@ -38,8 +40,10 @@ def resolve_mode(mode: str, n_labeled: int, auto_threshold: int = 500) -> str:
     probed head first), FT from there on; any explicit mode is returned as given."""
     if mode == "auto":
         return "lpft" if n_labeled < auto_threshold else "ft"
-    if mode not in MODES:
-        raise ConfigError(problem(f"training mode {mode!r}", "auto, " + ", ".join(MODES), "set train.mode"))
+    if mode not in MODES + SEMI_MODES:
+        raise ConfigError(
+            problem(f"training mode {mode!r}", "auto, " + ", ".join(MODES + SEMI_MODES), "set train.mode")
+        )
     return mode
 
 

@@ -169,8 +169,12 @@ def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, 
     return report(params, root=root)
 
 
-def run_stage(stage: str, params: Params, *, fresh: bool = False, root: str = ".") -> Any:
+def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: str = ".") -> Any:
     """Run one stage (or ``all``) after checking every name in ``params``."""
+    from alcore.errors import AlcoreError
+
+    if stage not in (*STAGES, "all"):
+        raise AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*STAGES, 'all'))}.")
     validate_names(params)
     if stage == "all":
         return pipeline(params, fresh=fresh, root=root)

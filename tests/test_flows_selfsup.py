@@ -60,3 +60,28 @@ def test_pt4al_with_pretext_never_is_refused_before_any_work():
     p = parse_params(tiny(al={"strategy": "pt4al"}, pretext={"when": "never"}))
     with pytest.raises(ConfigError, match="pretext.when=never"):
         validate_names(p)
+
+
+def test_as3l_flow_one_shot_priors_and_prior_guided_training(tmp_path, prefect_harness):
+    import json
+
+    from alcore.as3l import read_priors
+    from alcore.experiment import priors_path
+    from flows.as3l import as3l
+
+    p = parse_params(
+        tiny(train={"as3l_runs": 2, "as3l_epochs": 5, "semi_steps": 4, "semi_batch_size": 8, "semi_mu": 2})
+    )
+    out = as3l(p, labels=10, root=str(tmp_path))
+    L = Layout(tmp_path)
+    st = ExperimentState.load(L.state("tiny-as3l-10"))
+    assert st.labels.n_labeled == 10 and st.round == 1 and st.final["mode"] == "as3l"
+    ids, priors, spec = read_priors(str(priors_path(st.final["model"])))
+    assert ids.size == 300 and spec["n_labeled"] == 10
+    labeled = st.labels.labeled_ids
+    from alcore.experiment import positions_of
+
+    pos = positions_of(labeled, ids)
+    np.testing.assert_array_equal(priors.labels[pos], st.labels.labels_of(labeled))  # seeds keep their labels
+    saved = json.loads((L.reports / "as3l.json").read_text())
+    assert 0 <= saved["prior_baseline_accuracy"] <= 1 and saved == out

@@ -8,6 +8,7 @@ True
 from __future__ import annotations
 
 from alcore.strategies.activeft import ActiveFT, activeft_select
+from alcore.strategies.as3l import AS3L
 from alcore.strategies.badge import Badge, badge_select, badge_select_materialised
 from alcore.strategies.bald import Bald, bald_scores
 from alcore.strategies.base import (
@@ -41,6 +42,7 @@ from alcore.strategies.uncertainty import (
 )
 
 __all__ = [
+    "AS3L",
     "EXTRAS",
     "NTKCPL",
     "PT4AL",

@@ -1,0 +1,174 @@
+"""Semi-supervised training of the real network: FixMatch, and AS3L's prior-guided FixMatch.
+
+FixMatch: Sohn et al., "FixMatch: Simplifying Consistency and Confidence-Based Semi-Supervised
+Learning", NeurIPS 2020. Prior guidance: Wen et al., AS3L (Neurocomputing 2024), METHODS.md
+section 4.
+
+Every step takes ``batch_size`` labeled images (weak augmentation, cross entropy) and
+``mu x batch_size`` unlabeled images of the pool. The model's prediction on a weak view of an
+unlabeled image gives ``p``; the loss on its strong view is the cross entropy to a target:
+
+* FixMatch: the hard label ``argmax p``, kept only where ``max p >= threshold``;
+* prior-guided (``priors`` given), while ``step < switch x steps``: the soft target
+  ``normalise(onehot(prior) + p)`` for every unlabeled image, weighted by the prior's
+  confidence when ``weight_by_confidence``; then plain FixMatch.
+
+Weak augmentation: random shifts (and flips where the data allow). Strong: SimCLR's augmentation
+(random resized crop, colour jitter, grayscale). SGD with nesterov momentum and FixMatch's cosine
+decay ``lr cos(7 pi k / 16 K)``. The labels of unlabeled images are never read: only ``positions``
+and ``labels`` of the labeled set, and ``priors``, are.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from alcore.datasets.base import Split
+from alcore.device import autocast, resolve_device
+from alcore.errors import ConfigError, problem
+from alcore.training import Classifier, TrainResult, _augment
+
+__all__ = ["SemiConfig", "train_semi"]
+
+
+@dataclass(frozen=True)
+class SemiConfig:
+    """Hyper-parameters of :func:`train_semi` (FixMatch's CIFAR defaults where they fit a CPU)."""
+
+    steps: int = 300
+    batch_size: int = 16
+    mu: int = 3
+    lr: float = 0.03
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    threshold: float = 0.95
+    lambda_u: float = 1.0
+    switch: float = 0.3
+    weight_by_confidence: bool = False
+    augment: str = "crop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def check(self) -> None:
+        bad = []
+        if self.steps < 1 or self.batch_size < 1 or self.mu < 1:
+            bad.append(f"steps={self.steps}, batch_size={self.batch_size}, mu={self.mu} (each >= 1)")
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            bad.append(f"lr={self.lr} (> 0), weight_decay={self.weight_decay} (>= 0), momentum={self.momentum}")
+        if not 0 < self.threshold <= 1 or not 0 <= self.switch <= 1 or self.lambda_u < 0:
+            bad.append(f"threshold={self.threshold} (0, 1], switch={self.switch} [0, 1], lambda_u={self.lambda_u}")
+        if self.augment not in ("none", "crop", "crop_flip"):
+            bad.append(f"augment={self.augment!r} (none, crop, crop_flip)")
+        if bad:
+            raise ConfigError(
+                problem("semi-supervised training got " + "; ".join(bad), fix="set train.semi_* in params.yaml")
+            )
+
+
+def train_semi(
+    encoder: torch.nn.Module,
+    pool: Split,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int,
+    priors: tuple[np.ndarray, np.ndarray] | None = None,
+    config: SemiConfig | None = None,
+    device: str | torch.device = "auto",
+    random_state: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a fresh :class:`~alcore.training.Classifier` from ``encoder`` on the labeled rows
+    ``positions`` of ``pool`` (with ``labels``) and every other row of ``pool`` as unlabeled data.
+
+    Args:
+        priors: ``(labels (N,), confidence (N,))`` prior pseudo-labels aligned with ``pool``'s rows
+            (:func:`alcore.as3l.prior_labels`); None = plain FixMatch.
+
+    Returns:
+        :class:`~alcore.training.TrainResult` with mode ``"as3l"`` (priors) or ``"fixmatch"``.
+    """
+    from alcore.ssl import SimCLRAugment
+
+    cfg = config or SemiConfig()
+    cfg.check()
+    positions = np.asarray(positions, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if positions.size == 0 or positions.shape != labels.shape:
+        raise ConfigError(
+            problem(f"{positions.size} labeled positions, {labels.size} labels", allowed="one label each, >= 1")
+        )
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ConfigError(problem(f"labels outside [0, {n_classes})"))
+    n = len(pool)
+    unlabeled = np.setdiff1d(np.arange(n), positions)
+    if unlabeled.size == 0:
+        raise ConfigError(problem("no unlabeled image to train on", fix="use a supervised mode (lp, ft, lpft)"))
+    if priors is not None:
+        prior_y = torch.from_numpy(np.asarray(priors[0], dtype=np.int64))
+        prior_w = torch.from_numpy(np.asarray(priors[1], dtype=np.float32))
+        if prior_y.shape != (n,) or prior_w.shape != (n,) or prior_y.min() < 0 or prior_y.max() >= n_classes:
+            raise ConfigError(problem(f"priors of shapes {tuple(prior_y.shape)}, {tuple(prior_w.shape)} for {n} rows"))
+    dev = resolve_device(device)
+    gen = torch.Generator().manual_seed(int(random_state))
+    strong = SimCLRAugment()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(int(random_state))
+        model = Classifier(copy.deepcopy(encoder), n_classes).to(dev).train()
+    preprocess = model.encoder.config.preprocess
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: math.cos(7 * math.pi * k / (16 * cfg.steps)))
+    X_lab = pool.load_batch(positions, preprocess).to(dev)
+    y_lab = torch.from_numpy(labels).to(dev)
+    switch_step = int(cfg.switch * cfg.steps) if priors is not None else 0
+    history: list[dict[str, float]] = []
+    for step in tqdm(range(cfg.steps), desc="semi", leave=False, disable=not progress):
+        li = torch.randint(0, positions.size, (cfg.batch_size,), generator=gen)
+        ui = unlabeled[torch.randint(0, unlabeled.size, (cfg.mu * cfg.batch_size,), generator=gen).numpy()]
+        ui = np.sort(ui)
+        raw = pool.load_batch_unnormalized(ui, preprocess).to(dev)
+        weak = _augment(preprocess.normalize(raw), cfg.augment, gen)
+        strong_view = preprocess.normalize(strong(raw, gen))
+        xl = _augment(X_lab[li.to(dev)], cfg.augment, gen)
+        with autocast(dev):
+            logits = model(torch.cat([xl, weak, strong_view])).float()
+        b = cfg.batch_size
+        lx, lw, ls = logits[:b], logits[b : b + ui.size], logits[b + ui.size :]
+        loss_x = F.cross_entropy(lx, y_lab[li.to(dev)])
+        p = torch.softmax(lw.detach(), dim=1)
+        if step < switch_step:
+            onehot = F.one_hot(prior_y[ui].to(dev), n_classes).float()
+            target = (onehot + p) / 2.0  # normalise(onehot + p): both rows sum to 1
+            per = -(target * F.log_softmax(ls, dim=1)).sum(dim=1)
+            w = prior_w[ui].to(dev) if cfg.weight_by_confidence else torch.ones_like(per)
+            loss_u = (per * w).mean()
+            used = 1.0
+        else:
+            conf, hard = p.max(dim=1)
+            mask = (conf >= cfg.threshold).float()
+            loss_u = (F.cross_entropy(ls, hard, reduction="none") * mask).mean()
+            used = float(mask.mean())
+        loss = loss_x + cfg.lambda_u * loss_u
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"semi-supervised loss is {loss.item()}; lower train.semi_lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 25 == 0 or step == cfg.steps - 1:
+            history.append(
+                {"step": float(step), "loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach()), "mask": used}
+            )
+    model.eval()
+    return TrainResult(model=model.to("cpu"), mode="as3l" if priors is not None else "fixmatch", history=history)
