@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,6 +87,8 @@ def train_semi(
     device: str | torch.device = "auto",
     random_state: int = 0,
     progress: bool = True,
+    callback: Callable[[int, torch.nn.Module], dict[str, float]] | None = None,
+    callback_every: int = 0,
 ) -> TrainResult:
     """Train a fresh :class:`~alcore.training.Classifier` from ``encoder`` on the labeled rows
     ``positions`` of ``pool`` (with ``labels``) and every other row of ``pool`` as unlabeled data.
@@ -93,6 +96,9 @@ def train_semi(
     Args:
         priors: ``(labels (N,), confidence (N,))`` prior pseudo-labels aligned with ``pool``'s rows
             (:func:`alcore.as3l.prior_labels`); None = plain FixMatch.
+        callback: called as ``callback(steps_done, model)`` (model in eval mode, switched back
+            after) every ``callback_every`` steps and at the end; what it returns is added to
+            the history (e.g. a test accuracy for a learning curve).
 
     Returns:
         :class:`~alcore.training.TrainResult` with mode ``"as3l"`` (priors) or ``"fixmatch"``.
@@ -170,5 +176,10 @@ def train_semi(
             history.append(
                 {"step": float(step), "loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach()), "mask": used}
             )
+        done = step + 1
+        if callback is not None and ((callback_every and done % callback_every == 0) or done == cfg.steps):
+            model.eval()
+            history.append({"step": float(done), **callback(done, model)})
+            model.train()
     model.eval()
     return TrainResult(model=model.to("cpu"), mode="as3l" if priors is not None else "fixmatch", history=history)

@@ -191,8 +191,9 @@ def plot(budgets: list[int], res: dict[str, list[dict]], title: str, out: Path) 
     plt.close(fig)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
+    """The options (shared with bench/as3l.py, so both find the same cached encoders)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="+", default=["fmnist", "cifar"], choices=["fmnist", "cifar"])
     ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -208,6 +209,11 @@ def main() -> int:
     ap.add_argument("--proxy-epochs", type=int, default=100)
     ap.add_argument("--work", type=Path, default=REPO / "bench" / "out" / "work")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    return ap
+
+
+def main() -> int:
+    ap = parser()
     args = ap.parse_args()
 
     import torch

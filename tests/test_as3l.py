@@ -160,8 +160,18 @@ def test_semi_training_modes_learn_and_switch() -> None:
         enc, data.pool, pos, labels, n_classes=10, priors=prior, config=cfg, device="cpu", progress=False
     )
     assert res.history == again.history  # seeded
-    fm = train_semi(enc, data.pool, pos, labels, n_classes=10, config=cfg, device="cpu", progress=False)
+    seen = []
+
+    def cb(done: int, model) -> dict:
+        seen.append((done, model.training))
+        return {"test_accuracy": 0.5}
+
+    fm = train_semi(
+        enc, data.pool, pos, labels, n_classes=10, config=cfg, device="cpu", progress=False, callback=cb, callback_every=3
+    )
     assert fm.mode == "fixmatch" and fm.history[0]["mask"] <= 1.0
+    assert seen == [(3, False), (6, False), (8, False)]  # every 3 steps and at the end, in eval mode
+    assert [h["step"] for h in fm.history if "test_accuracy" in h] == [3.0, 6.0, 8.0]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,177 @@
+"""AS3L against its baselines at 1, 2 and 4 labels per class, on self-supervised features.
+
+The same SimCLR encoder, pool and features as bench/selfsup.py (cached in its work folder). For
+every budget and seed, four ways to spend the same labels, each trained from that encoder:
+
+  (a) random labels + supervised fine-tuning (LP-FT)
+  (b) random labels + FixMatch
+  (c) AS3L: one-shot selection + priors + prior-guided FixMatch
+  (d) AS3L one-shot selection + FixMatch without priors
+
+plus two cheap read-outs of (c): the accuracy of the priors themselves on the pool (evaluation
+only: the bench knows the truth, the method never reads it) and a proxy MLP trained on the priors
+alone. The semi-supervised runs are tested after 1/3, 2/3 and all of their steps, which gives the
+paper's "same accuracy in about 1/3 of the training time" as: (c) after 1/3 of its steps against
+(b) after all of them. Wall seconds include the priors for (c) and the selection for (c) and (d).
+
+Usage::
+
+    uv run python bench/as3l.py                       # fmnist and cifar, 3 seeds, 1/2/4 labels per class
+    uv run python bench/as3l.py --settings fmnist --seeds 0 --steps 60
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import selfsup  # noqa: E402  (the sibling bench: same options, same cached encoder)
+
+METHODS = ("a_random_sup", "b_random_fixmatch", "c_as3l", "d_as3l_fixmatch")
+
+
+def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, Any]:
+    from alcore.as3l import train_on_priors
+    from alcore.config import TrainCfg
+    from alcore.encoders import load_encoder
+    from alcore.experiment import as3l_priors, derive_seed, fine_tune, positions_of, select_batch
+    from alcore.semi import train_semi
+    from alcore.training import evaluate
+
+    data, pool, test = prep["data"], prep["pool"], prep["test"]
+    enc = load_encoder(prep["work"] / "encoder.safetensors")
+    truth = np.asarray(data.pool.labels)
+    test_y = np.asarray(data.test.labels)[positions_of(test.ids, np.asarray(data.test.ids))]
+    cfg = TrainCfg(
+        lp_epochs=args.lp_epochs,
+        ft_epochs=args.ft_epochs,
+        semi_steps=args.steps,
+        semi_batch_size=args.batch,
+        semi_mu=args.mu,
+        augment=args.augment,
+    )
+    rng = np.random.default_rng(derive_seed(seed, "random-labels", budget))
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    empty = np.empty(0, dtype=np.int64)
+    as3l_ids = select_batch(
+        "as3l", {}, pool, empty, empty, budget, n_classes=data.n_classes, proxy=None, seed=seed, round=1
+    )
+    t_select = time.perf_counter() - t0
+    choices = {"random": rng.choice(np.asarray(data.pool.ids), size=budget, replace=False), "as3l": as3l_ids}
+    every = max(1, args.steps // 3)
+
+    def curve(_done: int, model: Any) -> dict[str, float]:
+        return {"test_accuracy": evaluate(model, data.test, device="cpu")["accuracy"]}
+
+    for method in args.methods:
+        ids = choices["random" if method.startswith(("a_", "b_")) else "as3l"]
+        pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids))
+        labs = truth[pos]  # the oracle's answers for the chosen ids only
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"classes_covered": int(np.unique(labs).size)}
+        if method == "a_random_sup":
+            model = fine_tune(enc, data, ids, labs, cfg, mode="lpft", seed=seed, device="cpu", progress=False)
+            rec["accuracy"] = evaluate(model, data.test, device="cpu")["accuracy"]
+        else:
+            priors = None
+            if method == "c_as3l":
+                priors = as3l_priors(enc, data, pos, labs, cfg, seed=seed, device="cpu")
+                rec["prior_accuracy_on_pool"] = float((priors.labels == truth).mean())
+                tp = time.perf_counter()
+                order = positions_of(pool.ids, np.asarray(data.pool.ids))
+                pr = type(priors)(labels=priors.labels[order], confidence=priors.confidence[order])
+                clf = train_on_priors(pool.X, pr, data.n_classes, random_state=seed, device="cpu")
+                rec["prior_baseline_accuracy"] = float((clf.predict(test.X) == test_y).mean())
+                rec["prior_baseline_seconds"] = time.perf_counter() - tp
+            res = train_semi(
+                enc,
+                data.pool,
+                pos,
+                labs,
+                n_classes=data.n_classes,
+                priors=None if priors is None else (priors.labels, priors.confidence),
+                config=cfg.semi_config(),
+                device="cpu",
+                random_state=seed,
+                progress=False,
+                callback=curve,
+                callback_every=every,
+            )
+            points = [h for h in res.history if "test_accuracy" in h]
+            rec["curve"] = [(int(h["step"]), h["test_accuracy"]) for h in points]
+            rec["accuracy"] = points[-1]["test_accuracy"]
+        rec["seconds"] = time.perf_counter() - t0 - rec.get("prior_baseline_seconds", 0.0)
+        if method.startswith(("c_", "d_")):
+            rec["seconds"] += t_select
+        out[method] = rec
+    return out
+
+
+def main() -> int:
+    ap = selfsup.parser(__doc__)
+    ap.set_defaults(per_class=[1, 2, 4])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--steps", type=int, default=150, help="semi-supervised optimiser steps")
+    ap.add_argument("--batch", type=int, default=16, help="labeled images per step")
+    ap.add_argument("--mu", type=int, default=2, help="unlabeled images per labeled one")
+    ap.add_argument("--lp-epochs", type=int, default=30)
+    ap.add_argument("--ft-epochs", type=int, default=15)
+    ap.add_argument("--augment", default="crop")
+    args = ap.parse_args()
+    for setting in args.settings:
+        t_setting = time.perf_counter()
+        prep = selfsup.prepare(setting, args)
+        C = prep["data"].n_classes
+        budgets = [k * C for k in args.per_class]
+        print(
+            f"\n## {setting}: pool {len(prep['pool'])}, test {len(prep['test'])}, budgets {budgets}, seeds {args.seeds}"
+        )
+        results = {b: [one(prep, b, s, args) for s in args.seeds] for b in budgets}
+        head = "| labels | " + " | ".join(f"{m} acc % | {m} s" for m in args.methods) + " |"
+        print("\n" + head + "\n|---:|" + "---:|---:|" * len(args.methods))
+        for b in budgets:
+            cells = []
+            for m in args.methods:
+                acc = 100 * np.array([r[m]["accuracy"] for r in results[b]])
+                sec = np.array([r[m]["seconds"] for r in results[b]])
+                cells.append(f"{acc.mean():.1f}±{acc.std():.1f} | {sec.mean():.0f}")
+            print(f"| {b} | " + " | ".join(cells) + " |")
+        if "c_as3l" in args.methods:
+            print("\npriors (c): accuracy on the pool (evaluation only), and a proxy trained on them alone:")
+            for b in budgets:
+                pa = 100 * np.mean([r["c_as3l"]["prior_accuracy_on_pool"] for r in results[b]])
+                pb = 100 * np.mean([r["c_as3l"]["prior_baseline_accuracy"] for r in results[b]])
+                cov = {m: np.mean([r[m]["classes_covered"] for r in results[b]]) for m in args.methods}
+                print(f"  {b:>3} labels: priors {pa:.1f}%, proxy on priors {pb:.1f}%; classes covered " + str(cov))
+        if {"b_random_fixmatch", "c_as3l"} <= set(args.methods):
+            print("\nlearning curves (test accuracy % after 1/3, 2/3, 3/3 of the steps), mean over seeds:")
+            for b in budgets:
+                for m in ("b_random_fixmatch", "c_as3l", "d_as3l_fixmatch"):
+                    if m in args.methods:
+                        pts = np.mean([[a for _, a in r[m]["curve"]] for r in results[b]], axis=0) * 100
+                        print(f"  {b:>3} {m:<18} " + " -> ".join(f"{p:.1f}" for p in pts))
+                c3 = np.mean([r["c_as3l"]["curve"][0][1] for r in results[b]])
+                bf = np.mean([r["b_random_fixmatch"]["curve"][-1][1] for r in results[b]])
+                print(
+                    f"      AS3L after 1/3 of the steps vs FixMatch after all: {100 * c3:.1f} vs {100 * bf:.1f} "
+                    f"({'reached' if c3 >= bf else 'not reached'})"
+                )
+        (args.out / f"as3l_{setting}.json").write_text(
+            json.dumps({str(b): v for b, v in results.items()}, indent=1, default=float)
+        )
+        print(f"({time.perf_counter() - t_setting:.0f} s for this setting)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
