@@ -167,7 +167,16 @@ def test_semi_training_modes_learn_and_switch() -> None:
         return {"test_accuracy": 0.5}
 
     fm = train_semi(
-        enc, data.pool, pos, labels, n_classes=10, config=cfg, device="cpu", progress=False, callback=cb, callback_every=3
+        enc,
+        data.pool,
+        pos,
+        labels,
+        n_classes=10,
+        config=cfg,
+        device="cpu",
+        progress=False,
+        callback=cb,
+        callback_every=3,
     )
     assert fm.mode == "fixmatch" and fm.history[0]["mask"] <= 1.0
     assert seen == [(3, False), (6, False), (8, False)]  # every 3 steps and at the end, in eval mode

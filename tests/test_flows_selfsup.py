@@ -15,12 +15,20 @@ from tests._tiny import tiny
 pytestmark = pytest.mark.integration
 
 
-def test_pt4al_then_ntkcpl_through_the_flows(tmp_path, prefect_harness):
-    from flows.active_learning import active_learning
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    """One project for the module: the tiny pipeline with PT4AL (so the pretext stage computes)."""
     from flows.pipeline import pipeline
 
-    p = parse_params(tiny(al={"strategy": "pt4al"}, pretext={"epochs": 1, "batch_size": 64}))
-    pipeline(p, root=str(tmp_path))
+    root = tmp_path_factory.mktemp("selfsup")
+    pipeline(parse_params(tiny(al={"strategy": "pt4al"}, pretext={"epochs": 1, "batch_size": 64})), root=str(root))
+    return root
+
+
+def test_pt4al_then_ntkcpl_through_the_flows(project):
+    from flows.active_learning import active_learning
+
+    tmp_path = project
     L = Layout(tmp_path)
     ids, losses, spec = read_pretext_losses(L.pretext)
     assert spec["computed"] and ids.size == 300 and np.isfinite(losses).all()
@@ -40,13 +48,14 @@ def test_pt4al_then_ntkcpl_through_the_flows(tmp_path, prefect_harness):
     assert st2.labels.n_labeled == 30 and st2.records[3]["proxy_accuracy"] > 0
 
 
-def test_pretext_stage_writes_a_marker_when_not_needed(tmp_path, prefect_harness):
-    from flows.pipeline import encoder, features, prepare, pretext
+def test_pretext_stage_writes_a_marker_when_not_needed(project, tmp_path):
+    import shutil
 
-    p = parse_params(tiny())
-    for stage in (prepare, encoder, features):
-        stage(p, root=str(tmp_path))
-    out = pretext(p, root=str(tmp_path))
+    from flows.pipeline import pretext
+
+    (tmp_path / "data").mkdir()
+    shutil.copy(Layout(project).dataset, Layout(tmp_path).dataset)
+    out = pretext(parse_params(tiny()), root=str(tmp_path))
     assert out == {"computed": False, "seconds": 0.0}
     ids, _, spec = read_pretext_losses(Layout(tmp_path).pretext)
     assert ids.size == 0 and not spec["computed"] and "no strategy" in spec["reason"]
@@ -62,7 +71,7 @@ def test_pt4al_with_pretext_never_is_refused_before_any_work():
         validate_names(p)
 
 
-def test_as3l_flow_one_shot_priors_and_prior_guided_training(tmp_path, prefect_harness):
+def test_as3l_flow_one_shot_priors_and_prior_guided_training(project):
     import json
 
     from alcore.as3l import read_priors
@@ -72,8 +81,8 @@ def test_as3l_flow_one_shot_priors_and_prior_guided_training(tmp_path, prefect_h
     p = parse_params(
         tiny(train={"as3l_runs": 2, "as3l_epochs": 5, "semi_steps": 4, "semi_batch_size": 8, "semi_mu": 2})
     )
-    out = as3l(p, labels=10, root=str(tmp_path))
-    L = Layout(tmp_path)
+    out = as3l(p, labels=10, root=str(project))
+    L = Layout(project)
     st = ExperimentState.load(L.state("tiny-as3l-10"))
     assert st.labels.n_labeled == 10 and st.round == 1 and st.final["mode"] == "as3l"
     ids, priors, spec = read_priors(str(priors_path(st.final["model"])))
