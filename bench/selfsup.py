@@ -37,7 +37,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
-STRATEGIES = ["random", "margin", "coreset", "typiclust", "probcover", "pt4al", "ntkcpl"]
+STRATEGIES = ["random", "margin", "coreset", "typiclust", "probcover", "pt4al", "ntkcpl", "ntkcpl:centred=true"]
+
+
+def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``name:key=value,key=value`` (values read as YAML) -> (name, params)."""
+    import yaml
+
+    name, _, rest = spec.partition(":")
+    params = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
+    return name, params
 
 
 def data_cfg(setting: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -119,12 +128,14 @@ def run_loop(prep: dict[str, Any], strategy: str, seed: int, budgets: list[int],
     labs = np.empty(0, dtype=np.int64)
     acc, secs = [], []
     proxy = None
+    base, params = parse_strategy(strategy)
     for r, total in enumerate(budgets, start=1):
-        name = strategy if (r > 1 or STRATEGIES.get(strategy).cold_start) else "random"
+        cold = r > 1 or STRATEGIES.get(base).cold_start
+        name, sp = (base, params) if cold else ("random", {})
         t0 = time.perf_counter()
         new = select_batch(
             name,
-            {},
+            sp,
             pool,
             ids,
             labs,

@@ -142,7 +142,21 @@ def test_greedy_batch_estimates_lower_risk_than_random_batches() -> None:
     assert risk_after(np.array(greedy)) <= min(random_risks)
 
 
-@pytest.mark.parametrize("bad", [dict(max_kernel=0), dict(step=-1), dict(jitter=-1.0), dict(hidden=1.5)])
+def test_centred_drops_the_initial_outputs(monkeypatch) -> None:
+    X, y = blobs(n=300)
+    ctx = SelectionContext(pool_ids=np.arange(300), features=X, labels=np.full(300, -1), n_classes=4)
+    calls = []
+    real = mod.ntk_outputs
+    monkeypatch.setattr(mod, "ntk_outputs", lambda Z, p: calls.append(1) or real(Z, p))
+    make_strategy("ntkcpl", centred=True, max_kernel=200).select(ctx, 8, random_state=0)
+    assert calls == []
+    make_strategy("ntkcpl", max_kernel=200).select(ctx, 8, random_state=0)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(max_kernel=0), dict(step=-1), dict(jitter=-1.0), dict(hidden=1.5), dict(centred="yes")]
+)
 def test_bad_params_are_named(bad: dict) -> None:
     from alcore.errors import ConfigError
 

@@ -27,6 +27,11 @@ Coverage", arXiv 2306.04099; METHODS.md section 2.
    risk after adding it alone with its pseudo-label (a rank-1 update), adds the ``step`` best,
    and updates ``P`` and ``f``.
 
+``centred``: the linearised prediction starts from the MLP's initial outputs ``f0`` (METHODS.md).
+With one random initialisation ``f0`` is noise of the same size as the updates, and far from S it
+decides the argmax; ``centred=True`` drops it (``f0 = 0``: the mean prediction over
+initialisations, as an NTK ensemble predicts). ``bench/selfsup.py`` measures both.
+
 ``step``: the reference adds 250 per step with budgets of thousands. With small budgets one step
 would take the whole batch from a single ranking, so the step is also capped at
 ``ceil(b / min_steps)``: at least ``min_steps`` re-rankings per batch.
@@ -40,7 +45,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import check_float, check_int
+from alcore.strategies._common import check_choice, check_float, check_int
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy, top_n
 
 __all__ = ["NTKCPL", "NTKParams", "init_ntk_mlp", "ntk_kernel", "ntk_outputs", "ntkcpl_select"]
@@ -155,6 +160,7 @@ def ntkcpl_select(
     step: int = 250,
     min_steps: int = 5,
     jitter: float = 1e-6,
+    centred: bool = False,
 ) -> np.ndarray:
     """Positions of ``n`` unlabeled rows of ``X`` chosen by NTKCPL (see the module docstring).
 
@@ -193,7 +199,7 @@ def ntkcpl_select(
     params = init_ntk_mlp(D, int(hidden), k, rng)
     Zs = Z.astype(np.float64) * math.sqrt(D)
     P = ntk_kernel(Zs, Zs, params)
-    f = ntk_outputs(Zs, params)
+    f = np.zeros((Zs.shape[0], k)) if centred else ntk_outputs(Zs, params)
     scale = float(np.mean(np.diag(P)))
     eps = jitter * scale
     _condition(P, f, np.arange(n_lab), np.eye(k)[cpl[:n_lab]], eps)
@@ -224,6 +230,7 @@ class NTKCPL(Strategy):
         step: candidates added per greedy step (250).
         min_steps: at least this many greedy steps per batch (caps the step for small budgets).
         jitter: ridge added to ``P(B, B)`` relative to the kernel's mean diagonal.
+        centred: drop the initial outputs ``f0`` from the prediction (see the module docstring).
     """
 
     name = "ntkcpl"
@@ -239,6 +246,7 @@ class NTKCPL(Strategy):
         step: int = 250,
         min_steps: int = 5,
         jitter: float = 1e-6,
+        centred: bool = False,
     ) -> None:
         self.hidden = hidden
         self.max_kernel = max_kernel
@@ -246,11 +254,13 @@ class NTKCPL(Strategy):
         self.step = step
         self.min_steps = min_steps
         self.jitter = jitter
+        self.centred = centred
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
         for name in ("hidden", "max_kernel", "max_clusters", "step", "min_steps"):
             check_int("ntkcpl", name, getattr(self, name))
         check_float("ntkcpl", "jitter", self.jitter, low=0.0, high=1.0)
+        check_choice("ntkcpl", "centred", self.centred, (True, False))
         lab = ctx.labeled_positions()
         return ntkcpl_select(
             ctx.features,
@@ -265,4 +275,5 @@ class NTKCPL(Strategy):
             step=int(self.step),
             min_steps=int(self.min_steps),
             jitter=float(self.jitter),
+            centred=bool(self.centred),
         )
