@@ -186,7 +186,7 @@ def plot(budgets: list[int], res: dict[str, list[dict]], title: str, out: Path) 
     for s, runs in res.items():
         a = 100 * np.asarray([r["accuracy"] for r in runs])
         m, sd = a.mean(0), a.std(0)
-        lw = 2.5 if s in ("ntkcpl", "pt4al") else 1.3
+        lw = 2.5 if s.startswith(("ntkcpl", "pt4al")) else 1.3
         ax.plot(budgets, m, marker="o", ms=3, lw=lw, label=s)
         ax.fill_between(budgets, m - sd, m + sd, alpha=0.12)
     ax.set_xscale("log")
