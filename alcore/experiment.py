@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from alcore._io import write_json_atomic
-from alcore.config import ALCfg, DataCfg, EncoderCfg, OracleCfg, ProxyCfg, TrainCfg
+from alcore.config import ALCfg, DataCfg, EncoderCfg, LabelingCfg, OracleCfg, ProxyCfg, TrainCfg
 from alcore.errors import BudgetExceededError, ConfigError, ExperimentLockedError, problem
 from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
+from alcore.labeling import LabelingLog
 from alcore.ledger import CostLedger
 from alcore.proxy import ProxyMLP
 from alcore.state import LabelState
@@ -181,10 +182,18 @@ def select_batch(
     proxy: ProxyMLP | None,
     seed: int,
     round: int,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled."""
+    """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled.
+
+    ``exclude``: unlabeled ids that may not be chosen (out with annotators already); they are left
+    out of the pool the strategy sees.
+    """
     from alcore.strategies import SelectionContext, make_strategy
 
+    if exclude is not None and len(exclude):
+        keep = ~np.isin(pool.ids, np.asarray(exclude, dtype=np.int64))
+        pool = FeatureSet(ids=pool.ids[keep], X=pool.X[keep], spec=pool.spec)
     labels = np.full(len(pool.ids), -1, dtype=np.int64)
     labels[positions_of(np.asarray(labeled_ids, dtype=np.int64), pool.ids)] = labeled_labels
     ctx = SelectionContext(
@@ -192,6 +201,19 @@ def select_batch(
     )
     strat = make_strategy(strategy, **strategy_params)
     return np.asarray(strat.select(ctx, n, random_state=seed), dtype=np.int64)
+
+
+def predict_batch(scorer: Any, pool: FeatureSet, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scorer's class for each of ``ids`` and its probability: ``(k,)`` int64, ``(k,)`` float64.
+
+    The pre-annotation a labeling job shows the annotator (it is never taken as a label).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if not ids.size:
+        return np.zeros(0, np.int64), np.zeros(0)
+    proba = np.asarray(scorer.predict_proba(pool.X[positions_of(ids, pool.ids)]), dtype=np.float64)
+    pred = proba.argmax(axis=1)
+    return pred.astype(np.int64), proba[np.arange(ids.size), pred]
 
 
 def round_strategy(al: ALCfg, round: int) -> tuple[str, dict[str, Any]]:
@@ -204,10 +226,28 @@ def round_strategy(al: ALCfg, round: int) -> tuple[str, dict[str, Any]]:
     return al.strategy, dict(al.strategy_params)
 
 
-def make_oracle_for(cfg: OracleCfg, data: Any, *, seed: int) -> Any:
-    """The oracle a config names; the simulated one reads the pool's hidden labels."""
+def make_oracle_for(
+    cfg: OracleCfg, data: Any, *, seed: int, labeling: LabelingCfg | None = None, labeling_dir: Any = None
+) -> Any:
+    """The oracle a config names; the simulated one reads the pool's hidden labels, the human one
+    writes jobs to ``labeling_dir/outbox`` and reads answers from ``labeling_dir/inbox``."""
     from alcore.oracle import make_oracle
 
+    if cfg.name == "human":
+        if labeling is None or labeling_dir is None:
+            raise ConfigError(problem("the human oracle needs the labeling section and folder"))
+        return make_oracle(
+            "human",
+            pool=data.pool,
+            classes=list(data.classes),
+            outbox=Path(labeling_dir) / "outbox",
+            inbox=Path(labeling_dir) / "inbox",
+            price_per_label=cfg.price_per_label,
+            image_url=labeling.image_url,
+            image_root=labeling.image_root,
+            from_name=labeling.from_name,
+            to_name=labeling.to_name,
+        )
     if cfg.name == "simulated":
         return make_oracle(
             "simulated",
@@ -376,6 +416,7 @@ class ExperimentState:
     final: dict[str, Any] | None = None
     tracking: dict[str, Any] = field(default_factory=dict)  # e.g. the MLflow run id
     versions: list[dict[str, Any]] = field(default_factory=list)  # feature versions (ASVP realignments)
+    labeling: LabelingLog = field(default_factory=LabelingLog)  # the human oracle's batches and imports
 
     @property
     def round(self) -> int:
@@ -391,6 +432,17 @@ class ExperimentState:
         for phase, s in seconds.items():
             self.ledger.record(round, phase, s)
 
+    def commit_answers(self, round: int, ids: np.ndarray, labels: np.ndarray) -> None:
+        """Record labels that annotators gave for ``round`` (a part of its batch, or late labels of
+        an earlier one) and pay for exactly these. Validated before anything changes."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not ids.size:
+            return
+        if round < 1:
+            raise ConfigError(problem(f"answers committed to round {round}", "round >= 1 (an exported batch)"))
+        self.labels.label(ids, labels, round)
+        self.ledger.buy(round, len(ids))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -401,6 +453,7 @@ class ExperimentState:
             "final": self.final,
             "tracking": self.tracking,
             "versions": self.versions,
+            "labeling": self.labeling.state_dict(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -422,6 +475,7 @@ class ExperimentState:
             final=d.get("final"),
             tracking=d.get("tracking", {}),
             versions=d.get("versions", []),
+            labeling=LabelingLog.from_state_dict(d.get("labeling")),
         )
 
 

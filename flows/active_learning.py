@@ -55,8 +55,9 @@ from tasks.select import select
 
 
 def experiment_digest(p: Params) -> str:
-    """What an experiment's labels depend on (not the device, progress bars or compare settings)."""
-    d = p.model_dump(mode="json", exclude={"compare"})
+    """What an experiment's labels depend on (not the device, progress bars, compare settings or the
+    human oracle's hand-off: those may change while an experiment goes on)."""
+    d = p.model_dump(mode="json", exclude={"compare", "labeling"})
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
