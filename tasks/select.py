@@ -25,8 +25,10 @@ def select(
     proxy_key: str,
     seed: int,
     round: int,
+    exclude: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key)."""
+    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key), never
+    one of ``exclude`` (ids out with annotators)."""
     pool = load_features(features["path"])
     with stopwatch() as t:
         ids = select_batch(
@@ -40,5 +42,6 @@ def select(
             proxy=proxy,
             seed=seed,
             round=round,
+            exclude=exclude,
         )
     return {"ids": ids, "seconds": t["seconds"]}
