@@ -22,8 +22,8 @@ and in the run's error: the run fails *after* committing the valid rows and expo
 batch, so the problem shows in the Prefect UI and nothing else waits for it.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: a served run gets this flow's function pickled
+# by value into a fresh process, and string annotations (``"Params"``) would not resolve there.
 import os
 import sys
 from pathlib import Path
