@@ -79,6 +79,18 @@ def check_budget(al: ALCfg, n_pool: int) -> None:
         )
 
 
+def check_oracle(cfg: OracleCfg, n_unlabeled: int) -> None:
+    """Refuse the simulated oracle on a pool with images nobody has labeled (it has no truth to reveal)."""
+    if cfg.name == "simulated" and n_unlabeled:
+        raise ConfigError(
+            problem(
+                f"the simulated oracle reveals true labels, but {n_unlabeled} pool image(s) have none",
+                allowed="a fully labeled pool for oracle.name=simulated",
+                fix="set oracle.name: human and have people label them (alcore run, then alcore serve)",
+            )
+        )
+
+
 def build_encoder(cfg: EncoderCfg, data: Any, *, seed: int, device: str, progress: bool) -> Any:
     """The pre-trained encoder: timm hub weights, a local file, or SimCLR on the pool."""
     from alcore.encoders import create_encoder
@@ -249,6 +261,7 @@ def make_oracle_for(
             to_name=labeling.to_name,
         )
     if cfg.name == "simulated":
+        check_oracle(cfg, int((np.asarray(data.pool.labels) < 0).sum()))
         return make_oracle(
             "simulated",
             ids=data.pool.ids,
@@ -307,6 +320,7 @@ def describe_data(cfg: DataCfg) -> dict[str, Any]:
         "n_test": len(data.test),
         "n_classes": data.n_classes,
         "classes": list(data.classes),
+        "n_unlabeled": int((np.asarray(data.pool.labels) < 0).sum()),
     }
 
 

@@ -30,6 +30,7 @@ from alcore.errors import ConfigError, problem
 from alcore.experiment import (
     check_budget,
     check_features_match_encoder,
+    check_oracle,
     derive_seed,
     experiment_lock,
     load_data,
@@ -256,6 +257,7 @@ def read_inputs(p: Params, L: Layout) -> Inputs:
     """Check the budget and that the feature files belong to the encoder; before any work."""
     info = read_json(L.dataset, "prepare")
     check_budget(p.al, info["n_pool"])
+    check_oracle(p.oracle, info.get("n_unlabeled", 0))
     pool_ref, test_ref = ref(L.features("pool")), ref(L.features("test"))
     spec = read_spec(pool_ref["path"])
     read_spec(test_ref["path"]).check_compatible(spec)

@@ -14,7 +14,7 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
-from alcore.experiment import ExperimentState, check_budget, validate_names
+from alcore.experiment import ExperimentState, check_budget, check_oracle, validate_names
 from alcore.features import read_spec
 from alcore.layout import Layout
 from alcore.ledger import format_table
@@ -130,6 +130,7 @@ def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, 
     the first batch, or ingests what came back and exports the next one."""
     info = prepare(params, root=root)
     check_budget(params.al, info["n_pool"])  # before any training, not after it
+    check_oracle(params.oracle, info.get("n_unlabeled", 0))
     encoder(params, root=root)
     features(params, root=root)
     if params.oracle.name == "human":

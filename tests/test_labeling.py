@@ -515,3 +515,37 @@ def test_corrupted_files_never_crash_and_never_commit_garbage(rows, fmt, corrupt
         after.labels.check_invariants()
         assert after.ledger.totals()["labels"] == after.labels.n_labeled
         assert not list(inbox.glob("*.csv")) + list(inbox.glob("*.json"))  # processed and moved, never stuck
+
+
+# ---------------------------------------------------------------- your own unlabeled images
+def _manifest(tmp_path: Path, rows: list[str]) -> Path:
+    from PIL import Image
+
+    for r in rows[1:]:
+        f = tmp_path / r.split(",")[0]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(f)
+    m = tmp_path / "m.csv"
+    m.write_text("\n".join(rows) + "\n")
+    return m
+
+
+def test_a_manifest_may_leave_pool_labels_empty(tmp_path):
+    from alcore.datasets import load_dataset
+    from alcore.errors import DataError
+
+    rows = ["path,label,split", "a.png,,pool", "b.png,,pool", "c.png,cat,test", "d.png,dog,test"]
+    m = _manifest(tmp_path, rows)
+    ds = load_dataset("image_folder", root=str(tmp_path), manifest=str(m), classes=["cat", "dog"])
+    assert ds.pool.labels.tolist() == [-1, -1] and ds.test.labels.tolist() == [0, 1]
+    ds = load_dataset("image_folder", root=str(tmp_path), manifest=str(m))  # classes from the labeled rows
+    assert ds.classes == ("cat", "dog")
+    m.write_text("path,label,split\na.png,,pool\nc.png,,test\nd.png,dog,test\n")
+    with pytest.raises(DataError, match=r"test row\(s\) without a label, e.g. data row\(s\) \[2\]"):
+        load_dataset("image_folder", root=str(tmp_path), manifest=str(m))
+    m.write_text("path,label\na.png,\nc.png,cat\n")
+    with pytest.raises(DataError, match="no split column"):
+        load_dataset("image_folder", root=str(tmp_path), manifest=str(m))
+    m.write_text("path,label,split\na.png,,pool\nc.png,0,test\n")
+    with pytest.raises(DataError, match="classes"):
+        load_dataset("image_folder", root=str(tmp_path), manifest=str(m))

@@ -181,3 +181,52 @@ def test_oracles_and_flows_must_match(project):
         active_learning(parse_params(human("mismatch")), root=str(project))
     with pytest.raises(ConfigError, match="oracle.name=human"):
         labeling_cycle(parse_params(tiny(experiment={"name": "mismatch"})), root=str(project))
+
+
+def test_your_own_unlabeled_images(tmp_path, prefect_harness):
+    """An image folder whose pool nobody has labeled: the manifest leaves those labels empty."""
+    from PIL import Image
+
+    from flows.labeling import labeling_cycle
+    from flows.pipeline import pipeline
+
+    digits = load_dataset("digits", max_pool=40, max_test=20)
+    root = tmp_path / "images"
+    rows, truth = ["path,label,split"], {}
+    for split, part in (("pool", digits.pool), ("test", digits.test)):
+        for i, (img, y) in enumerate(zip(part.images, part.labels, strict=True)):
+            rel = f"{split}/img {i:03d}.png"
+            (root / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / rel)
+            truth[rel] = digits.classes[y]
+            rows.append(f"{rel},{'' if split == 'pool' else digits.classes[y]},{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    classes = list(digits.classes)
+    d = human("mine", initial=5, batch=5, rounds=2) | {
+        "data": {
+            "name": "image_folder",
+            "params": {"root": str(root), "manifest": str(root / "manifest.csv"), "classes": classes},
+        },
+        "labeling": {"image_url": "/data/local-files/?d={relpath}", "image_root": str(tmp_path)},
+    }
+    p = parse_params(d)
+    data = load_dataset("image_folder", **d["data"]["params"])
+    assert (data.pool.labels == -1).all() and (data.test.labels >= 0).all()
+    with pytest.raises(ConfigError, match="simulated oracle reveals true labels, but 40 pool image"):
+        pipeline(parse_params(d | {"oracle": {"name": "simulated"}}), root=str(tmp_path / "project"))
+
+    pipeline(p, root=str(tmp_path / "project"))  # prepare, encoder, features, the first cycle, report
+    project = tmp_path / "project"
+    tasks = json.loads((Layout(project).outbox("mine") / "batch-0001.labelstudio.json").read_text())
+    assert len(tasks) == 5 and all(
+        t["data"]["image"].startswith("/data/local-files/?d=images/pool/img%20") for t in tasks
+    )
+    by_id = dict(zip(data.pool.ids.tolist(), data.pool.paths, strict=True))
+    answers = {
+        t["data"]["sample_id"]: truth[str(Path(by_id[t["data"]["sample_id"]]).relative_to(root.resolve()))]
+        for t in tasks
+    }
+    _, rows1 = open_job(project, "mine")
+    answer_csv(project, "mine", answers, rows1, "mine.csv")
+    out = labeling_cycle(p, root=str(project))
+    assert out["did"] == "selected batch 2 (5 samples)" and out["labels"] == 5
