@@ -83,7 +83,8 @@ class Batch:
     def __post_init__(self) -> None:
         ids = as_int_ids(self.ids, "Batch.ids", LabelError)
         predicted = as_int_ids(self.predicted, "Batch.predicted", LabelError)
-        confidence = np.asarray(self.confidence, dtype=np.float64).reshape(-1)
+        # rounded as the state stores it: a job re-written from the saved state is byte-identical
+        confidence = np.round(np.asarray(self.confidence, dtype=np.float64).reshape(-1), 6)
         if not (ids.size == predicted.size == confidence.size):
             raise LabelError(
                 problem(
@@ -115,7 +116,7 @@ class Batch:
             "round": self.round,
             "ids": self.ids.tolist(),
             "predicted": self.predicted.tolist(),
-            "confidence": [round(float(c), 6) for c in self.confidence],
+            "confidence": self.confidence.tolist(),
         }
 
     @classmethod

@@ -132,12 +132,11 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
         files = export_batch(
             p.oracle, p.labeling, p.data, str(L.labeling(name)), batch, seed=derive_seed(run.seed, "oracle")
         )
-        done = labeled_fraction(st, batch)
         out = {
             "did": did,
             "open_round": batch.round,
             "open_size": int(batch.ids.size),
-            "open_labeled": int(round(done * batch.ids.size)),
+            "open_labeled": int(np.count_nonzero(st.labels.round_of(batch.ids))),
             "requested": int(st.labeling.requested_ids(st.labels).size),
             "labels": st.labels.n_labeled,
             "label_usd": float(st.ledger.totals()["label_usd"]),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from alcore.config import parse_params
 from alcore.datasets import load_dataset
@@ -68,7 +69,8 @@ def answer_label_studio(root: Path, name: str, truth: dict[int, str], file: str,
     (inbox / file).write_text(json.dumps(tasks))
 
 
-def test_cycles_from_first_batch_to_final_network(project):
+def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
+    from alcore.cli import main
     from flows.labeling import labeling_cycle
 
     p = parse_params(human("people"))
@@ -111,6 +113,11 @@ def test_cycles_from_first_batch_to_final_network(project):
     text = path.read_text().splitlines()
     text[3] = text[3].rsplit(",", 1)[0] + ",cat"  # row 4: not a class
     path.write_text("\n".join(text + [",".join(bad[-1].values())]) + "\n")
+    monkeypatch.chdir(project)
+    (project / "params.yaml").write_text(yaml.safe_dump(human("people")))
+    assert main(["label", "check", str(path)]) == 2  # what the file would do, without committing it
+    out = capsys.readouterr()
+    assert "9 new label(s), 0 known" in out.out and "row 4: label 'cat' is not a class" in out.err
     with pytest.raises(LabelImportError) as e:
         labeling_cycle(p, root=str(project))
     msg = str(e.value)
@@ -119,6 +126,10 @@ def test_cycles_from_first_batch_to_final_network(project):
     assert st.labels.n_labeled == 19 and st.labeling.open_batch.round == 2  # 9 good rows in, one open
     done = sorted((L.inbox("people") / "done").glob("*.problems.txt"))
     assert len(done) == 1 and "row 4" in done[0].read_text()
+    assert main(["label", "status"]) == 0
+    status = capsys.readouterr().out
+    assert "open batch 2: 9/10 labeled; 1 requested id(s) await labels" in status
+    assert "second.csv: 9 committed, 0 known, 2 refused" in status and "row 12: unknown sample id 999999" in status
 
     # the fixed row, then batch 3, then the final network
     fix = [r for r in rows2 if r["sample_id"] == text[3].split(",")[0]]
