@@ -181,12 +181,13 @@ def run_trials(root: Path, n_trials: int, seed: int) -> dict[str, int]:
             stats["finished"] += 1
         check_consistent(root, annotator)
     # the faults are over: cycles run until every file in the inbox is processed
+    inbox = Layout(root).inbox(NAME)
     for _ in range(4):
+        if not [f for f in inbox.glob("*") if f.is_file() and not f.name.startswith(".")]:
+            break
         proc, said = spawn(root)
         out = said + proc.communicate(timeout=300)[0]
         assert proc.returncode in (0, 2), out
-        if not [f for f in Layout(root).inbox(NAME).iterdir() if f.is_file() and not f.name.startswith(".")]:
-            break
     final = check_consistent(root, annotator)
     st = ExperimentState.load(Layout(root).state(NAME))
     committed = dict(
