@@ -232,20 +232,16 @@ def label_check(
 
     from alcore.labeling import import_annotations
 
-    try:
+    def check() -> None:
         p, L, st = _labeling_state(params, set_)
+        requested = st.labeling.requested_ids(st.labels)
         classes = json.loads(L.dataset.read_text())["classes"]
-        res = import_annotations(
-            file,
-            labels=st.labels,
-            requested=st.labeling.requested_ids(st.labels),
-            classes=classes,
-            from_name=p.labeling.from_name,
-        )
+        kw = {"labels": st.labels, "requested": requested, "classes": classes, "from_name": p.labeling.from_name}
+        res = import_annotations(file, **kw)
         typer.echo(f"{file.name}: {res.ids.size} new label(s), {res.already} known, {res.unanswered} not labeled yet")
         res.raise_for_problems()
-    except AlcoreError as e:
-        _fail(e)
+
+    _call(check)
 
 
 @app.command()
