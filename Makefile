@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export UV_PYTHON := 3.11
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo test test-all lint clean chromium ui-screenshot
 
 # uv installs from the committed uv.lock (uv takes torch from the registry: the machine's pip
 # would pick a CPU-only torch that torchvision cannot import with).
@@ -28,6 +28,16 @@ test: setup
 
 test-all: setup
 	$(UV) run --no-sync pytest -q -m "slow or not slow" --run-slow
+
+# Debian's chromium, for the Prefect UI screenshot (root: apt-get; otherwise sudo apt-get).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
+# The Prefect UI showing a labeling cycle's flow run and its tasks -> docs/prefect-ui-labeling-cycle.png
+ui-screenshot: setup chromium
+	$(UV) run --no-sync python scripts/ui_screenshot.py --out docs/prefect-ui-labeling-cycle.png
 
 lint: setup
 	$(UV) run --no-sync ruff check .

@@ -10,11 +10,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from alcore.errors import AlcoreError
+
+if TYPE_CHECKING:
+    from alcore.config import Params
+    from alcore.experiment import ExperimentState
+    from alcore.layout import Layout
 
 app = typer.Typer(
     help="Efficient active learning on pre-trained vision models: proxy selection on pre-computed features.",
@@ -30,29 +35,34 @@ SetOpt = Annotated[
 ]
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception) -> NoReturn:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
-def _run_flow(params: Path, set_: list[str] | None, module: str, name: str, **kwargs: object) -> None:
-    """Load the parameters, import ``module.name`` (a Prefect flow: only now is Prefect imported)
-    and run it on them; an AlcoreError anywhere ends the command with its message."""
+def _flow(module: str, name: str) -> Any:
+    """``module.name`` from ``flows/`` (imported only now: the library never needs Prefect)."""
     import importlib
 
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as e:  # pragma: no cover - depends on the install
+        _fail(RuntimeError(f"the pipeline extra is not installed ({e}); run `uv sync --extra pipeline`"))
+
+
+def _params(params: Path, set_: list[str] | None) -> Params:
     from alcore.config import load_params
 
     try:
-        p = load_params(params, set_ or [])
+        return load_params(params, set_ or [])
     except AlcoreError as e:
         _fail(e)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn``; an alcore error is printed with its fix (exit code 2)."""
     try:
-        fn = getattr(importlib.import_module(module), name)
-    except ImportError as e:  # pragma: no cover - depends on the install
-        _fail(RuntimeError(f"the pipeline extra is not installed ({e}); run `uv sync --extra pipeline`"))
-    try:
-        fn(p, **kwargs)
+        return fn(*args, **kwargs)
     except AlcoreError as e:
         _fail(e)
 
@@ -67,13 +77,18 @@ def run(
     fresh: Annotated[bool, typer.Option(help="Archive this experiment's saved state and start over.")] = False,
 ) -> None:
     """Run the pipeline (or one stage) as Prefect flows; resumes an interrupted experiment."""
-    _run_flow(params, set_, "flows.pipeline", "run_stage", stage=stage, fresh=fresh)
+    p = _params(params, set_)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    stages = _flow("flows.pipeline", "STAGES")
+    if stage not in (*stages, "all"):
+        _fail(AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*stages, 'all'))}."))
+    _call(_flow("flows.pipeline", "run_stage"), p, stage=stage, fresh=fresh)
 
 
 @app.command()
 def compare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Compare pipelines x strategies x seeds (params.yaml `compare`); writes reports/compare/."""
-    _run_flow(params, set_, "flows.compare", "compare")
+    _call(_flow("flows.compare", "compare"), _params(params, set_))
 
 
 @app.command()
@@ -83,7 +98,7 @@ def as3l(
     labels: Annotated[int | None, typer.Option(help="Labels to buy in one shot (default: al.initial).")] = None,
 ) -> None:
     """AS3L for few labels: one-shot selection, priors, prior-guided FixMatch, and the prior baseline."""
-    _run_flow(params, set_, "flows.as3l", "as3l", labels=labels)
+    _call(_flow("flows.as3l", "as3l"), _params(params, set_), labels=labels)
 
 
 @app.command()
@@ -154,6 +169,120 @@ def check(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     except AlcoreError as e:
         _fail(e)
     typer.echo(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
+
+
+label_app = typer.Typer(
+    help="Labeling with people (oracle.name=human): run a cycle, see where it stands, check a file.",
+    no_args_is_help=True,
+)
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("cycle")
+def label_cycle(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """One labeling cycle now: ingest the inbox; once the open batch is labeled, retrain, select and
+    export the next batch (what `alcore serve` runs on a schedule)."""
+    _call(_flow("flows.labeling", "run_cycle"), _params(params, set_))
+
+
+def _labeling_state(params: Path, set_: list[str] | None) -> tuple[Params, Layout, ExperimentState]:
+    from alcore.config import load_params
+    from alcore.experiment import ExperimentState
+    from alcore.layout import Layout
+
+    p = load_params(params, set_ or [])  # an error here is reported by the caller
+    L = Layout()
+    path = L.state(p.experiment.name)
+    if not path.exists():
+        raise AlcoreError(
+            f"No saved state for experiment {p.experiment.name!r} at {path}. Fix: run `alcore run` (or `alcore label cycle`) first."
+        )
+    return p, L, ExperimentState.load(path)
+
+
+@label_app.command("status")
+def label_status(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Where labeling stands: the open batch, labels waiting, files in the inbox, refused rows."""
+    from alcore.labeling import inbox_files
+
+    try:
+        p, L, st = _labeling_state(params, set_)
+    except AlcoreError as e:
+        _fail(e)
+    name = p.experiment.name
+    b = st.labeling.open_batch
+    t = st.ledger.totals()
+    typer.echo(f"experiment {name}: {st.labels.n_labeled} labels, ${t['label_usd']:.2f} for labels")
+    if b is None:
+        typer.echo("no batch exported yet: run `alcore label cycle`")
+    else:
+        done = int((st.labels.round_of(b.ids) > 0).sum())
+        waiting = st.labeling.requested_ids(st.labels).size
+        typer.echo(f"open batch {b.round}: {done}/{b.ids.size} labeled; {waiting} requested id(s) await labels")
+        typer.echo(f"job:   {L.outbox(name) / b.name}.csv  (and .labelstudio.json)")
+    typer.echo(f"inbox: {L.inbox(name)} ({len(inbox_files(L.inbox(name)))} file(s) waiting)")
+    for rec in st.labeling.imports[-5:]:
+        typer.echo(
+            f"  {rec['at']} {rec['file']}: {rec['committed']} committed, {rec['already']} known, {rec['rejected']} refused"
+        )
+        for line in rec["problems"][:5]:
+            typer.echo(f"      {line}")
+    if st.final:
+        typer.echo(f"finished: final network test accuracy {st.final['accuracy']:.4f}")
+
+
+@label_app.command("check")
+def label_check(
+    file: Annotated[Path, typer.Argument(help="A filled batch CSV or a Label Studio export (.csv, .json).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Validate an annotation file against the experiment without committing anything."""
+    import json
+
+    from alcore.labeling import import_annotations
+
+    def check() -> None:
+        p, L, st = _labeling_state(params, set_)
+        requested = st.labeling.requested_ids(st.labels)
+        classes = json.loads(L.dataset.read_text())["classes"]
+        kw = {"labels": st.labels, "requested": requested, "classes": classes, "from_name": p.labeling.from_name}
+        res = import_annotations(file, **kw)
+        typer.echo(f"{file.name}: {res.ids.size} new label(s), {res.already} known, {res.unanswered} not labeled yet")
+        res.raise_for_problems()
+
+    _call(check)
+
+
+@app.command()
+def serve(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    cron: Annotated[str, typer.Option(help="When to run a labeling cycle (cron, server time).")] = "*/10 * * * *",
+    name: Annotated[str, typer.Option(help="The deployment's name.")] = "labeling",
+) -> None:
+    """Serve the labeling cycle on a cron schedule through the Prefect server at PREFECT_API_URL
+    (default http://127.0.0.1:4200/api; start it with `alcore ui prefect`). Runs until stopped."""
+    import urllib.request
+
+    from flows._env import configure
+
+    p = _params(params, set_)
+    configure()
+    api = os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    try:
+        with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=10):
+            pass
+    except OSError as e:
+        _fail(
+            AlcoreError(
+                f"No Prefect server answers at {api} ({e}). Fix: start one with `alcore ui prefect` "
+                "(in another shell), or set PREFECT_API_URL to yours."
+            )
+        )
+    serve_cycle = _flow("flows.labeling", "serve_cycle")
+    typer.echo(f"serving labeling_cycle/{name} on {cron!r} via {api}; watch it at {api.rsplit('/api', 1)[0]}")
+    _call(serve_cycle, p, cron=cron, name=name, root=Path.cwd())
 
 
 @app.command()

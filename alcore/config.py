@@ -113,9 +113,51 @@ class ALCfg(_Model):
 
 
 class OracleCfg(_Model):
-    name: str = "simulated"
+    name: str = Field("simulated", description="simulated (reveals the truth) | human (files, see labeling)")
     price_per_label: float = Field(0.10, ge=0)
     noise_rate: float = Field(0.0, ge=0, lt=1)
+
+
+_URL_FIELDS = ("path", "relpath", "file", "id")
+
+
+class LabelingCfg(_Model):
+    """The human oracle's hand-off (``oracle.name: human``): labeling jobs go out to
+    ``runs/<name>/labeling/outbox/``, annotations come back through ``runs/<name>/labeling/inbox/``.
+
+    Operational, not part of the experiment's identity: changing it never refuses a resume.
+    """
+
+    min_fraction: float = Field(
+        1.0, gt=0, le=1, description="select and export the next batch once this fraction of the open one is labeled"
+    )
+    image_url: str = Field(
+        "{path}",
+        description="how a labeling task names its image: a template of {path} (absolute file), {relpath} "
+        "(relative to image_root), {file} (base name) and {id}; percent-encoded when it is a URL",
+    )
+    image_root: str | None = Field(None, description="the folder {relpath} is relative to")
+    from_name: str = Field("label", pattern=r"^[A-Za-z0-9_.-]+$", description="Label Studio <Choices name=...>")
+    to_name: str = Field("image", pattern=r"^[A-Za-z0-9_.-]+$", description="Label Studio <Image name=...>")
+
+    @field_validator("image_url")
+    @classmethod
+    def _known_fields(cls, v: str) -> str:
+        import re
+
+        unknown = sorted(set(re.findall(r"\{([^{}]*)\}", v)) - set(_URL_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join('{' + u + '}' for u in unknown)} in image_url; "
+                f"allowed: {', '.join('{' + f + '}' for f in _URL_FIELDS)}"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _root_for_relpath(self) -> LabelingCfg:
+        if "{relpath}" in self.image_url and not self.image_root:
+            raise ValueError("image_url uses {relpath}: set labeling.image_root, the folder it is relative to")
+        return self
 
 
 class TrainCfg(_Model):
@@ -185,6 +227,7 @@ class Params(_Model):
     proxy: ProxyCfg = ProxyCfg()
     al: ALCfg = ALCfg()
     oracle: OracleCfg = OracleCfg()
+    labeling: LabelingCfg = LabelingCfg()
     train: TrainCfg = TrainCfg()
     cost: CostCfg = CostCfg()
     compare: CompareCfg = CompareCfg()

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from alcore._io import file_digest, write_json_atomic
-from alcore.config import ALCfg, DataCfg, EncoderCfg, OracleCfg, PretextCfg, ProxyCfg, TrainCfg
+from alcore.config import ALCfg, DataCfg, EncoderCfg, LabelingCfg, OracleCfg, PretextCfg, ProxyCfg, TrainCfg
 from alcore.errors import BudgetExceededError, ConfigError, DataError, ExperimentLockedError, problem
 from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
+from alcore.labeling import LabelingLog
 from alcore.ledger import CostLedger
 from alcore.proxy import ProxyMLP
 from alcore.state import LabelState
@@ -74,6 +75,18 @@ def check_budget(al: ALCfg, n_pool: int) -> None:
                 f"{al.rounds - 1} x al.batch={al.batch}) but the pool holds {n_pool} samples",
                 f"at most {n_pool} labels in all",
                 "lower al.rounds, al.batch or al.initial",
+            )
+        )
+
+
+def check_oracle(cfg: OracleCfg, n_unlabeled: int) -> None:
+    """Refuse the simulated oracle on a pool with images nobody has labeled (it has no truth to reveal)."""
+    if cfg.name == "simulated" and n_unlabeled:
+        raise ConfigError(
+            problem(
+                f"the simulated oracle reveals true labels, but {n_unlabeled} pool image(s) have none",
+                allowed="a fully labeled pool for oracle.name=simulated",
+                fix="set oracle.name: human and have people label them (alcore run, then alcore serve)",
             )
         )
 
@@ -183,13 +196,19 @@ def select_batch(
     round: int,
     n_rounds: int | None = None,
     extras: dict[str, np.ndarray] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled.
 
     ``extras``: per-sample side arrays (e.g. ``pretext_loss``) aligned with ``pool.ids``.
+    ``exclude``: unlabeled ids that may not be chosen (out with annotators already); they are left
+    out of the pool the strategy sees.
     """
     from alcore.strategies import SelectionContext, make_strategy
 
+    if exclude is not None and len(exclude):
+        keep = ~np.isin(pool.ids, np.asarray(exclude, dtype=np.int64))
+        pool = FeatureSet(ids=pool.ids[keep], X=pool.X[keep], spec=pool.spec)
     labels = np.full(len(pool.ids), -1, dtype=np.int64)
     labels[positions_of(np.asarray(labeled_ids, dtype=np.int64), pool.ids)] = labeled_labels
     ctx = SelectionContext(
@@ -206,6 +225,19 @@ def select_batch(
     return np.asarray(strat.select(ctx, n, random_state=seed), dtype=np.int64)
 
 
+def predict_batch(scorer: Any, pool: FeatureSet, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scorer's class for each of ``ids`` and its probability: ``(k,)`` int64, ``(k,)`` float64.
+
+    The pre-annotation a labeling job shows the annotator (it is never taken as a label).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if not ids.size:
+        return np.zeros(0, np.int64), np.zeros(0)
+    proba = np.asarray(scorer.predict_proba(pool.X[positions_of(ids, pool.ids)]), dtype=np.float64)
+    pred = proba.argmax(axis=1)
+    return pred.astype(np.int64), proba[np.arange(ids.size), pred]
+
+
 def round_strategy(al: ALCfg, round: int) -> tuple[str, dict[str, Any]]:
     """Round 1 is random unless the strategy can start cold; later rounds use ``al.strategy``."""
     from alcore.strategies import STRATEGIES
@@ -216,11 +248,30 @@ def round_strategy(al: ALCfg, round: int) -> tuple[str, dict[str, Any]]:
     return al.strategy, dict(al.strategy_params)
 
 
-def make_oracle_for(cfg: OracleCfg, data: Any, *, seed: int) -> Any:
-    """The oracle a config names; the simulated one reads the pool's hidden labels."""
+def make_oracle_for(
+    cfg: OracleCfg, data: Any, *, seed: int, labeling: LabelingCfg | None = None, labeling_dir: Any = None
+) -> Any:
+    """The oracle a config names; the simulated one reads the pool's hidden labels, the human one
+    writes jobs to ``labeling_dir/outbox`` and reads answers from ``labeling_dir/inbox``."""
     from alcore.oracle import make_oracle
 
+    if cfg.name == "human":
+        if labeling is None or labeling_dir is None:
+            raise ConfigError(problem("the human oracle needs the labeling section and folder"))
+        return make_oracle(
+            "human",
+            pool=data.pool,
+            classes=list(data.classes),
+            outbox=Path(labeling_dir) / "outbox",
+            inbox=Path(labeling_dir) / "inbox",
+            price_per_label=cfg.price_per_label,
+            image_url=labeling.image_url,
+            image_root=labeling.image_root,
+            from_name=labeling.from_name,
+            to_name=labeling.to_name,
+        )
     if cfg.name == "simulated":
+        check_oracle(cfg, int((np.asarray(data.pool.labels) < 0).sum()))
         return make_oracle(
             "simulated",
             ids=data.pool.ids,
@@ -330,6 +381,7 @@ def describe_data(cfg: DataCfg) -> dict[str, Any]:
         "n_test": len(data.test),
         "n_classes": data.n_classes,
         "classes": list(data.classes),
+        "n_unlabeled": int((np.asarray(data.pool.labels) < 0).sum()),
     }
 
 
@@ -542,6 +594,7 @@ class ExperimentState:
     final: dict[str, Any] | None = None
     tracking: dict[str, Any] = field(default_factory=dict)  # e.g. the MLflow run id
     versions: list[dict[str, Any]] = field(default_factory=list)  # feature versions (ASVP realignments)
+    labeling: LabelingLog = field(default_factory=LabelingLog)  # the human oracle's batches and imports
 
     @property
     def round(self) -> int:
@@ -557,6 +610,17 @@ class ExperimentState:
         for phase, s in seconds.items():
             self.ledger.record(round, phase, s)
 
+    def commit_answers(self, round: int, ids: np.ndarray, labels: np.ndarray) -> None:
+        """Record labels that annotators gave for ``round`` (a part of its batch, or late labels of
+        an earlier one) and pay for exactly these. Validated before anything changes."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not ids.size:
+            return
+        if round < 1:
+            raise ConfigError(problem(f"answers committed to round {round}", "round >= 1 (an exported batch)"))
+        self.labels.label(ids, labels, round)
+        self.ledger.buy(round, len(ids))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
@@ -567,6 +631,7 @@ class ExperimentState:
             "final": self.final,
             "tracking": self.tracking,
             "versions": self.versions,
+            "labeling": self.labeling.state_dict(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -588,6 +653,7 @@ class ExperimentState:
             final=d.get("final"),
             tracking=d.get("tracking", {}),
             versions=d.get("versions", []),
+            labeling=LabelingLog.from_state_dict(d.get("labeling")),
         )
 
 

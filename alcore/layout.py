@@ -51,6 +51,16 @@ class Layout:
     def state(self, name: str) -> Path:
         return self.run_dir(name) / "state.json"
 
+    def labeling(self, name: str) -> Path:
+        """The human oracle's hand-off: ``outbox/`` (labeling jobs), ``inbox/`` (annotations)."""
+        return self.run_dir(name) / "labeling"
+
+    def outbox(self, name: str) -> Path:
+        return self.labeling(name) / "outbox"
+
+    def inbox(self, name: str) -> Path:
+        return self.labeling(name) / "inbox"
+
     def final_model(self, name: str) -> Path:
         return self.run_dir(name) / "model.safetensors"
 

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from alcore.errors import ConfigError, LabelError, problem
+from alcore.errors import ConfigError, LabelError, LabelImportError, problem
 from alcore.registry import Registry
 from alcore.state import as_int_ids
 from alcore.strategies.base import Configurable, build
 
-__all__ = ["ORACLES", "LabelBatch", "Oracle", "SimulatedOracle", "make_oracle"]
+if TYPE_CHECKING:
+    from alcore.datasets.base import Split
+    from alcore.labeling import Batch, ImportResult
+    from alcore.state import LabelState
+
+__all__ = ["ORACLES", "HumanOracle", "LabelBatch", "Oracle", "SimulatedOracle", "make_oracle"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,3 +243,142 @@ class SimulatedOracle(Oracle):
             shift = 1 + (_id_hash(ids, int(self.random_state), 1) % np.uint64(self.n_classes - 1))
             answers = np.where(flip, (answers + shift.astype(np.int64)) % self.n_classes, answers)
         return LabelBatch(ids=ids.copy(), labels=answers.astype(np.int64, copy=False))
+
+
+@ORACLES.register("human")
+class HumanOracle(Oracle):
+    """People answer, through files: a labeling job goes out, annotations come back.
+
+    :meth:`export` writes a batch to ``outbox`` as ``<job>.csv`` (a spreadsheet to fill in) and
+    ``<job>.labelstudio.json`` (Label Studio tasks with the proxy's guess as a pre-annotation),
+    plus ``label-config.xml`` for the Label Studio project. Pools held in memory get their images
+    written as PNG to ``outbox/images/``. :meth:`import_` reads a filled CSV or a Label Studio
+    export and validates every row (:func:`alcore.labeling.check_annotations`). :meth:`query`
+    does both for an ad-hoc set of ids, the plain :class:`Oracle` way: it answers the ids that
+    have been labeled so far (maybe none). Every file is written atomically.
+
+    Args:
+        pool: the dataset's pool split (ids, and image paths or in-memory images).
+        classes: the class names; annotators answer with these.
+        outbox: folder the labeling jobs are written to.
+        inbox: folder annotation files are read from (:meth:`query` only).
+        price_per_label: dollars per label committed, >= 0.
+        image_url: template naming each image in a job (see :func:`alcore.labeling.image_reference`).
+        image_root: the folder ``{relpath}`` is relative to.
+        from_name, to_name: the Label Studio ``<Choices name>`` and ``<Image name>``.
+    """
+
+    name = "human"
+
+    def __init__(
+        self,
+        *,
+        pool: Split,
+        classes: Sequence[str],
+        outbox: str | os.PathLike[str],
+        inbox: str | os.PathLike[str] | None = None,
+        price_per_label: float = 0.0,
+        image_url: str = "{path}",
+        image_root: str | None = None,
+        from_name: str = "label",
+        to_name: str = "image",
+    ) -> None:
+        self.pool = pool
+        self.classes = classes
+        self.outbox = outbox
+        self.inbox = inbox
+        self.price_per_label = price_per_label
+        self.image_url = image_url
+        self.image_root = image_root
+        self.from_name = from_name
+        self.to_name = to_name
+
+    def __repr__(self) -> str:
+        return (
+            f"HumanOracle(n_pool={len(self.pool)}, classes={len(self.classes)}, outbox={str(self.outbox)!r}, "
+            f"price_per_label={self.price_per_label!r})"
+        )
+
+    def _images(self, ids: np.ndarray) -> list[str]:
+        """Image references of ``ids`` for a job (in-memory images are written as PNG first)."""
+        from alcore._io import atomic_path
+        from alcore.labeling import image_reference
+
+        pool_ids = np.asarray(self.pool.ids, dtype=np.int64)
+        order = np.argsort(pool_ids, kind="stable")
+        pos = order[np.searchsorted(pool_ids, ids, sorter=order).clip(0, max(pool_ids.size - 1, 0))]
+        if ids.size and not np.array_equal(pool_ids[pos], ids):
+            raise LabelError(problem(f"ids not in the pool: {ids[pool_ids[pos] != ids][:5].tolist()}"))
+        paths = []
+        for sid, i in zip(ids.tolist(), pos.tolist(), strict=True):
+            if self.pool.paths is not None:
+                paths.append(str(self.pool.paths[i]))
+                continue
+            from PIL import Image
+
+            png = Path(self.outbox).resolve() / "images" / f"{sid}.png"
+            if not png.is_file():
+                with atomic_path(png) as tmp:
+                    Image.fromarray(np.asarray(self.pool.images[i])).save(tmp, format="PNG")  # type: ignore[index]
+            paths.append(str(png))
+        return [
+            image_reference(self.image_url, path=p, id=s, image_root=self.image_root)
+            for p, s in zip(paths, ids.tolist(), strict=True)
+        ]
+
+    def export(self, batch: Batch, name: str | None = None) -> list[Path]:
+        """Write the labeling job of ``batch`` (files named ``name``, default ``batch-<round>``).
+
+        Idempotent: a file is rewritten (atomically) only when its content differs.
+        """
+        from alcore._io import write_text_atomic
+        from alcore.labeling import label_config_xml, render_job
+
+        classes = list(self.classes)
+        files = render_job(batch, self._images(batch.ids), classes, from_name=self.from_name, to_name=self.to_name)
+        files = {f"{name or batch.name}{suffix}": text for suffix, text in files.items()}
+        files["label-config.xml"] = label_config_xml(classes, from_name=self.from_name, to_name=self.to_name)
+        out = []
+        for fname, text in files.items():
+            path = Path(self.outbox) / fname
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                write_text_atomic(path, text)
+            out.append(path)
+        return out
+
+    def import_(self, path: str | os.PathLike[str], *, labels: LabelState, requested: np.ndarray) -> ImportResult:
+        """Read and validate an annotation file; nothing is committed (see :class:`~alcore.labeling.ImportResult`).
+
+        Raises:
+            LabelImportError: the file as a whole cannot be read.
+        """
+        from alcore.labeling import import_annotations
+
+        return import_annotations(
+            path, labels=labels, requested=requested, classes=list(self.classes), from_name=self.from_name
+        )
+
+    def query(self, ids: np.ndarray) -> LabelBatch:
+        """Export ``ids`` as a job (``query-<digest>``, once) and answer those labeled so far in the
+        inbox files (possibly none: ask again later).
+
+        Raises:
+            LabelImportError: rows about these ids are invalid (all of them listed, with row numbers).
+        """
+        from alcore.labeling import Batch, check_annotations, inbox_files, parse_id, read_annotations
+        from alcore.state import LabelState
+
+        ids = as_int_ids(ids, "ids", LabelError)
+        digest = hashlib.sha256(np.sort(ids).tobytes()).hexdigest()[:12]
+        self.export(Batch.unpredicted(1, ids), name=f"query-{digest}")
+        asked = set(ids.tolist())
+        rows = []
+        for f in inbox_files(self.inbox) if self.inbox is not None else []:
+            for r in read_annotations(f, from_name=self.from_name):
+                if r.problem is None and parse_id(r.sample_id) in asked:
+                    rows.append(type(r)(len(rows) + 1, f"{f.name} {r.where}", r.sample_id, r.label))
+        state = LabelState(np.asarray(self.pool.ids, dtype=np.int64), len(self.classes))
+        res = check_annotations(rows, labels=state, requested=ids, classes=list(self.classes), file="the inbox")
+        if res.problems:
+            raise LabelImportError(res.message())
+        return LabelBatch(ids=res.ids, labels=res.labels)

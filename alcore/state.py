@@ -189,6 +189,10 @@ class LabelState:
             )
         return positions
 
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """``(k,)`` bool: which of ``ids`` are in the pool."""
+        return self._lookup(as_int_ids(ids, "ids", LabelError))[1]
+
     def labels_of(self, ids: np.ndarray) -> np.ndarray:
         """``(k,)`` int64 labels of ``ids``.
 

@@ -19,16 +19,18 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from prefect import flow
 
 from alcore._io import atomic_path
 from alcore.config import Params
+from alcore.errors import ConfigError, problem
 from alcore.experiment import (
     check_budget,
     check_features_match_encoder,
+    check_oracle,
     derive_seed,
     experiment_lock,
     load_data,
@@ -56,8 +58,9 @@ from tasks.select import select
 
 
 def experiment_digest(p: Params) -> str:
-    """What an experiment's labels depend on (not the device, progress bars or compare settings)."""
-    d = p.model_dump(mode="json", exclude={"compare"})
+    """What an experiment's labels depend on (not the device, progress bars, compare settings or the
+    human oracle's hand-off: those may change while an experiment goes on)."""
+    d = p.model_dump(mode="json", exclude={"compare", "labeling"})
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -140,8 +143,21 @@ class _Run:
         return out
 
 
-def _select_round(run: _Run, r: int, n: int, proxy: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, float]]:
-    """Choose round ``r``'s batch; returns ids and the compute seconds by phase."""
+class Selection(NamedTuple):
+    """A round's batch, the compute it cost by phase, and the scorer that chose it (None when
+    random): ``scorer`` scores rows of the ``features`` file; ``key`` names it for caches."""
+
+    ids: np.ndarray
+    seconds: dict[str, float]
+    scorer: Any
+    features: dict[str, str]
+    key: str
+
+
+def _select_round(
+    run: _Run, r: int, n: int, proxy: dict[str, Any] | None, exclude: np.ndarray | None = None
+) -> Selection:
+    """Choose round ``r``'s batch among the unlabeled ids not in ``exclude``."""
     p, st = run.p, run.state
     strat, sparams = round_strategy(p.al, r)
     ids, labs = _labeled(st)
@@ -170,9 +186,10 @@ def _select_round(run: _Run, r: int, n: int, proxy: dict[str, Any] | None) -> tu
         round=r,
         n_rounds=p.al.rounds,
         pretext=run.pretext,
+        exclude=exclude,
     )
     seconds["scoring"] = seconds.get("scoring", 0.0) + sel["seconds"]
-    return sel["ids"], seconds
+    return Selection(sel["ids"], seconds, scorer, features, key)
 
 
 def _realign(run: _Run, r: int, record: dict[str, Any]) -> None:
@@ -232,44 +249,126 @@ def _measure(run: _Run, r: int, test_labels: np.ndarray) -> tuple[dict[str, Any]
     return record, proxy
 
 
-@flow(name="active_learning", validate_parameters=True)
-def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
-    """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``)."""
-    p, L = params, Layout(Path(root), runs_dir=runs)
-    name = p.experiment.name
+class Inputs(NamedTuple):
+    """What every round reads: the dataset's description, the feature files, the test labels."""
+
+    info: dict[str, Any]
+    pool: dict[str, str]
+    test: dict[str, str]
+    test_labels: np.ndarray
+
+
+def read_inputs(p: Params, L: Layout) -> Inputs:
+    """Check the budget and that the feature files belong to the encoder; before any work."""
     info = read_json(L.dataset, "prepare")
     check_budget(p.al, info["n_pool"])
+    check_oracle(p.oracle, info.get("n_unlabeled", 0))
     pool_ref, test_ref = ref(L.features("pool")), ref(L.features("test"))
     spec = read_spec(pool_ref["path"])
     read_spec(test_ref["path"]).check_compatible(spec)
     check_features_match_encoder(L.encoder, spec)
-    test_labels = np.asarray(load_data(p.data).test.labels)
+    return Inputs(info, pool_ref, test_ref, np.asarray(load_data(p.data).test.labels))
+
+
+def open_experiment(p: Params, L: Layout, inputs: Inputs, *, setup: Any) -> Any:
+    """The experiment's state (resumed, or new); ``setup(state)`` says whether to (re)do round 0:
+    the setup work paid for before the first label, and the first feature version."""
+    st = open_state(
+        L.state(p.experiment.name),
+        config_digest=experiment_digest(p),
+        pool_ids=load_features(inputs.pool["path"]).ids,
+        n_classes=int(inputs.info["n_classes"]),
+        price_per_label=p.oracle.price_per_label,
+        price_per_hour=p.cost.price_per_hour,
+    )
+    if setup(st):
+        enc_meta, feat_meta = read_json(L.encoder_meta, "encoder"), read_json(L.features_meta, "features")
+        st.ledger = CostLedger(price_per_label=p.oracle.price_per_label, price_per_hour=p.cost.price_per_hour)
+        st.ledger.record(0, "pretraining", enc_meta["seconds"])
+        if strategy_needs_pretext(p.al.strategy):  # the rotation task is pre-training paid for this strategy
+            st.ledger.record(0, "pretraining", read_json(L.pretext_meta, "pretext")["seconds"])
+        if p.al.pipeline != "standard":  # standard never uses the pre-computed features
+            st.ledger.record(0, "extraction", feat_meta["seconds"]["pool"])
+        st.versions = [{"version": 0, "round": 0, "pool": inputs.pool, "test": inputs.test}]
+    return st
+
+
+def mlflow_run(run: _Run) -> str:
+    """The experiment's MLflow run (created once, its id kept in the state)."""
+    st = run.state
+    run_id = tracking.start_run(
+        run.name, run.p.model_dump(mode="json", exclude={"compare"}), st.tracking.get("mlflow_run_id")
+    )
+    st.tracking["mlflow_run_id"] = run_id
+    return run_id
+
+
+def log_round(run: _Run, run_id: str, r: int) -> None:
+    """Round ``r``'s costs, metrics and trigger decision to MLflow, and one line to the console."""
+    st = run.state
+    row = next(x for x in round_rows(st) if x["round"] == r)
+    trig = st.records[r].get("trigger", {})
+    tracking.log_metrics(
+        run_id,
+        {**{k: v for k, v in row.items() if k != "round"}, **{f"trigger_{k}": v for k, v in trig.items()}},
+        step=r,
+    )
+    acc = " ".join(f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r])
+    say(
+        f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
+    )
+
+
+def finish(run: _Run, run_id: str, state_path: Path, last_round: int) -> dict[str, Any]:
+    """Train the final network on every label (again when labels were added since) and summarise."""
+    p, st = run.p, run.state
+    ids, labs = _labeled(st)
+    if st.final is None or st.final.get("labels") != len(ids):
+        net = run.network(ids, labs)
+        with atomic_path(run.L.final_model(run.name)) as tmp:
+            shutil.copyfile(net["model"]["path"], tmp)
+        ev = evaluate(net["model"], p.data, run.fp, device=run.dev)
+        st.ledger.record(last_round, "final_training", net["seconds"])
+        st.final = {
+            "accuracy": ev["accuracy"],
+            "mode": net["mode"],
+            "labels": int(len(ids)),
+            "model": net["model"]["path"],
+        }
+        st.save(state_path)
+    s = summary(st)
+    tracking.log_metrics(
+        run_id, {f"final_{k}": v for k, v in s.items() if isinstance(v, (int, float))}, step=last_round
+    )
+    return s
+
+
+def refuse_human(p: Params) -> None:
+    if p.oracle.name == "human":
+        raise ConfigError(
+            problem(
+                "active_learning buys every round's labels at once, but oracle.name=human answers through files",
+                allowed="oracle.name=simulated here; the human oracle runs in the labeling cycle",
+                fix="run `alcore label cycle` (once) or `alcore serve` (on a schedule); `alcore run` does it for you",
+            )
+        )
+
+
+@flow(name="active_learning", validate_parameters=True)
+def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
+    """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``)."""
+    p, L = params, Layout(Path(root), runs_dir=runs)
+    refuse_human(p)
+    name = p.experiment.name
+    inputs = read_inputs(p, L)
+    test_labels = inputs.test_labels
     state_path = L.state(name)
     with experiment_lock(L.run_dir(name)):
         if fresh and state_path.exists():
             say(f"Archived the previous state to {archive(state_path)}")
-        st = open_state(
-            state_path,
-            config_digest=experiment_digest(p),
-            pool_ids=load_features(pool_ref["path"]).ids,
-            n_classes=int(info["n_classes"]),
-            price_per_label=p.oracle.price_per_label,
-            price_per_hour=p.cost.price_per_hour,
-        )
-        if st.round == 0:  # round 0: the setup work paid for before the first label
-            enc_meta, feat_meta = read_json(L.encoder_meta, "encoder"), read_json(L.features_meta, "features")
-            st.ledger = CostLedger(price_per_label=p.oracle.price_per_label, price_per_hour=p.cost.price_per_hour)
-            st.ledger.record(0, "pretraining", enc_meta["seconds"])
-            if strategy_needs_pretext(p.al.strategy):  # the rotation task is pre-training paid for this strategy
-                st.ledger.record(0, "pretraining", read_json(L.pretext_meta, "pretext")["seconds"])
-            if p.al.pipeline != "standard":  # standard never uses the pre-computed features
-                st.ledger.record(0, "extraction", feat_meta["seconds"]["pool"])
-            st.versions = [{"version": 0, "round": 0, "pool": pool_ref, "test": test_ref}]
-        run = _Run(p, L, st, info)
-        run_id = tracking.start_run(
-            name, p.model_dump(mode="json", exclude={"compare"}), st.tracking.get("mlflow_run_id")
-        )
-        st.tracking["mlflow_run_id"] = run_id
+        st = open_experiment(p, L, inputs, setup=lambda st: st.round == 0)
+        run = _Run(p, L, st, inputs.info)
+        run_id = mlflow_run(run)
         schedule = p.al.schedule()
         if st.round:
             say(f"Resuming {name!r} after round {st.round} ({st.labels.n_labeled} labels already bought).")
@@ -277,43 +376,13 @@ def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: 
         proxy = None
         for r in range(1, len(schedule) + 1):
             if r > st.round:
-                ids, seconds = _select_round(run, r, schedule[r - 1], proxy)
-                ans = label(p.oracle, p.data, run.fp, ids, seed=run.seed)
-                st.commit(r, ans["ids"], ans["labels"], seconds)
+                sel = _select_round(run, r, schedule[r - 1], proxy)
+                ans = label(p.oracle, p.data, run.fp, sel.ids, seed=run.seed)
+                st.commit(r, ans["ids"], ans["labels"], sel.seconds)
                 st.save(state_path)
                 proxy = None
             if r not in st.records:
                 st.records[r], proxy = _measure(run, r, test_labels)
                 st.save(state_path)
-                row = next(x for x in round_rows(st) if x["round"] == r)
-                trig = st.records[r].get("trigger", {})
-                tracking.log_metrics(
-                    run_id,
-                    {**{k: v for k, v in row.items() if k != "round"}, **{f"trigger_{k}": v for k, v in trig.items()}},
-                    step=r,
-                )
-                acc = " ".join(
-                    f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r]
-                )
-                say(
-                    f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
-                )
-        ids, labs = _labeled(st)
-        if st.final is None or st.final.get("labels") != len(ids):
-            net = run.network(ids, labs)
-            with atomic_path(L.final_model(name)) as tmp:
-                shutil.copyfile(net["model"]["path"], tmp)
-            ev = evaluate(net["model"], p.data, run.fp, device=run.dev)
-            st.ledger.record(len(schedule), "final_training", net["seconds"])
-            st.final = {
-                "accuracy": ev["accuracy"],
-                "mode": net["mode"],
-                "labels": int(len(ids)),
-                "model": net["model"]["path"],
-            }
-            st.save(state_path)
-        s = summary(st)
-        tracking.log_metrics(
-            run_id, {f"final_{k}": v for k, v in s.items() if isinstance(v, (int, float))}, step=len(schedule)
-        )
-        return s
+                log_round(run, run_id, r)
+        return finish(run, run_id, state_path, len(schedule))

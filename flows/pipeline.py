@@ -14,13 +14,21 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
-from alcore.experiment import ExperimentState, check_budget, pretext_needed, validate_names, write_pretext_skipped
+from alcore.experiment import (
+    ExperimentState,
+    check_budget,
+    check_oracle,
+    pretext_needed,
+    validate_names,
+    write_pretext_skipped,
+)
 from alcore.features import read_spec
 from alcore.layout import Layout
 from alcore.ledger import format_table
 from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
 from flows._util import ensure_artifact, read_json, say
 from flows.active_learning import active_learning
+from flows.labeling import labeling_cycle
 from tasks import tracking
 from tasks._common import ref
 from tasks.data import prepare_data
@@ -159,13 +167,19 @@ def report(params: Params, root: str = ".") -> dict[str, Any]:
 
 @flow(name="alcore-pipeline", validate_parameters=True)
 def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
-    """All stages in order: prepare, encoder, features, pretext, active_learning, report."""
+    """All stages in order: prepare, encoder, features, pretext, active_learning, report. With people as
+    the oracle (``oracle.name: human``) one labeling cycle takes active_learning's place: it exports
+    the first batch, or ingests what came back and exports the next one."""
     info = prepare(params, root=root)
     check_budget(params.al, info["n_pool"])  # before any training, not after it
+    check_oracle(params.oracle, info.get("n_unlabeled", 0))
     encoder(params, root=root)
     features(params, root=root)
     pretext(params, root=root)
-    active_learning(params, fresh=fresh, root=root)
+    if params.oracle.name == "human":
+        labeling_cycle(params, fresh=fresh, root=root)
+    else:
+        active_learning(params, fresh=fresh, root=root)
     return report(params, root=root)
 
 

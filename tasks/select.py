@@ -27,8 +27,10 @@ def select(
     round: int,
     n_rounds: int | None = None,
     pretext: dict[str, str] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key).
+    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key), never
+    one of ``exclude`` (ids out with annotators).
 
     ``pretext``: a ref to the pretext-loss file, for strategies that need ``pretext_loss``.
     """
@@ -48,5 +50,6 @@ def select(
             round=round,
             n_rounds=n_rounds,
             extras=extras,
+            exclude=exclude,
         )
     return {"ids": ids, "seconds": t["seconds"]}

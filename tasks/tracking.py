@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.tracking import MlflowClient
+# mlflow is imported in the functions that use it: it takes seconds, and a labeling cycle that
+# finds no new labels (most scheduled runs) never logs anything.
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -28,6 +28,9 @@ def tracking_uri() -> str:
 
 def start_run(experiment: str, params: dict[str, Any], run_id: str | None = None) -> str:
     """Create (or reopen, after a resume) the experiment's MLflow run and log its parameters."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     if run_id is not None:
@@ -52,6 +55,9 @@ def _artifact_root() -> str:
 
 def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
     """Log numeric metrics at ``step`` (the round)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     mlflow.set_tracking_uri(tracking_uri())
     import time
 
@@ -62,6 +68,9 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
 
 
 def log_artifacts(run_id: str, paths: Iterable[str | Path]) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     for p in paths:
@@ -69,5 +78,8 @@ def log_artifacts(run_id: str, paths: Iterable[str | Path]) -> None:
 
 
 def finish(run_id: str, status: str = "FINISHED") -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     mlflow.set_tracking_uri(tracking_uri())
     MlflowClient().set_terminated(run_id, status=status)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 from typing import Any
 
 TINY: dict[str, Any] = {
@@ -22,3 +24,10 @@ def tiny(**sections: dict[str, Any]) -> dict[str, Any]:
     for k, v in sections.items():
         d[k] = {**d.get(k, {}), **v}
     return d
+
+
+def copy_stages(src: Path, dst: Path) -> Path:
+    """Copy the stage outputs of ``src`` (the ``tiny_stages`` fixture) into the project root ``dst``."""
+    for d in ("data", "models", "features"):
+        shutil.copytree(src / d, dst / d)
+    return dst

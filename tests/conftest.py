@@ -72,3 +72,21 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_stages(tmp_path_factory, prefect_harness) -> Path:
+    """A project root with the tiny experiment's prepare, encoder and features stages done once.
+
+    Tests copy ``data/``, ``models/`` and ``features/`` from it (``tests._tiny.copy_stages``) instead of
+    training the same encoder again.
+    """
+    from alcore.config import parse_params
+    from flows.pipeline import encoder, features, prepare
+    from tests._tiny import tiny
+
+    root = tmp_path_factory.mktemp("tiny-stages")
+    params = parse_params(tiny())
+    for stage in (prepare, encoder, features):
+        stage(params, root=str(root))
+    return root

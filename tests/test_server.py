@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,35 +15,11 @@ from tests._tiny import tiny
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_pipeline_runs_against_a_prefect_server(tmp_path):
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api}
-    prefect = str(Path(sys.executable).with_name("prefect"))
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("prefect server did not start within 120 s")
+    from flows._server import prefect_server
+
+    with prefect_server(tmp_path / "prefect-home") as api:
+        env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api}
         (tmp_path / "params.yaml").write_text(
             yaml.safe_dump(parse_params(tiny(experiment={"name": "served"})).model_dump(mode="json"))
         )
@@ -71,6 +43,3 @@ def test_pipeline_runs_against_a_prefect_server(tmp_path):
         names = q.stdout
         for flow in ("alcore-pipeline", "prepare", "encoder", "features", "active_learning", "report"):
             assert f"'{flow}:COMPLETED'" in names, names + q.stderr
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

@@ -21,7 +21,8 @@ class Split:
     Attributes:
         ids: ``(N,)`` int64 stable sample ids, unique across pool and test.
         labels: ``(N,)`` int64 class indices in ``[0, n_classes)``. For the pool these are the
-            *hidden* truth: only an oracle may read them.
+            *hidden* truth: only an oracle may read them; -1 where nobody knows it yet (a pool of
+            unlabeled images, labeled by people through the human oracle).
         images: ``(N, H, W)`` or ``(N, H, W, C)`` uint8, or None.
         paths: N absolute file paths, or None.
     """

@@ -174,7 +174,10 @@ def _read_manifest(path: Path) -> dict[str, list[Any]]:
         if name not in table.column_names:
             continue
         col = table.column(name)
-        if col.null_count:
+        if name == "label" and pa.types.is_null(col.type):  # no label at all: an unlabeled manifest
+            columns[name] = [None] * len(col)
+            continue
+        if col.null_count and name != "label":  # labels may be missing: unlabeled pool images
             raise DataError(
                 problem(
                     f"Manifest {str(path)!r}: column {name!r} has {col.null_count} empty value(s)",
@@ -237,6 +240,44 @@ def _label_indices(values: list[Any], classes: list[str] | None, source: str) ->
     return np.asarray([index[n] for n in names], dtype=np.int64), classes
 
 
+def _manifest_labels(
+    values: list[Any], split: list[str] | None, classes: list[str] | None, source: str
+) -> tuple[np.ndarray, list[str]]:
+    """A manifest's labels; pool rows may leave theirs empty (-1: unknown until people label them)."""
+    missing = np.asarray([v is None or (isinstance(v, str) and not v.strip()) for v in values], dtype=bool)
+    if not missing.any():
+        return _label_indices(values, classes, source)
+    if split is None:
+        raise DataError(
+            problem(
+                f"{source}: {int(missing.sum())} row(s) have no label and there is no split column",
+                allowed="unlabeled rows in the pool only, with a split column saying pool or test",
+                fix="add a split column (pool for the unlabeled images, test for a labeled test set)",
+            )
+        )
+    unlabeled_test = [int(i) + 1 for i in np.flatnonzero(missing) if split[i] == "test"]
+    if unlabeled_test:
+        raise DataError(
+            problem(
+                f"{source}: test row(s) without a label, e.g. data row(s) {unlabeled_test[:5]} (1-based, header not counted)",
+                allowed="labels on every test row (the test set measures the models)",
+                fix="label these test images, or move them to the pool",
+            )
+        )
+    known = [v for v, m in zip(values, missing, strict=True) if not m]
+    if classes is None and not all(isinstance(v, str) for v in known):
+        raise DataError(
+            problem(
+                f"{source}: integer labels with unlabeled rows leave the class count unknown",
+                fix="pass data.params.classes (the class names, in label order)",
+            )
+        )
+    idx, classes = _label_indices(known, classes, source)
+    labels = np.full(len(values), -1, dtype=np.int64)
+    labels[~missing] = idx
+    return labels, classes
+
+
 @register_dataset("image_folder")
 def image_folder(
     *,
@@ -254,7 +295,8 @@ def image_folder(
     With ``manifest`` (a .csv or .parquet file): columns ``path`` (relative to ``root``),
     ``label`` (class names, classes = sorted unique names unless ``classes`` is given; or integer
     indices, classes "0".."C-1"), optional ``split`` (``pool`` / ``test``) and optional integer
-    ``id``. Any path that leaves ``root`` (``..``, an absolute path elsewhere, a symlink out) is
+    ``id``. With a ``split`` column, pool rows may leave ``label`` empty: images nobody has labeled
+    yet (label -1), for people to label (``oracle.name: human``). Any path that leaves ``root`` (``..``, an absolute path elsewhere, a symlink out) is
     refused.
 
     ids: the ``id`` column, else :func:`path_id` of the relative path. Without a ``split`` column
@@ -304,8 +346,8 @@ def image_folder(
                     fix="correct the paths or the root",
                 )
             )
-        labels, classes = _label_indices(columns["label"], classes, source)
         split_values = columns.get("split")
+        labels, classes = _manifest_labels(columns["label"], split_values, classes, source)
         given_ids = columns.get("id")
 
     dup = _first_duplicate(rels)

@@ -315,8 +315,8 @@ def in_memory_dataset(
 def validate_dataset(ds: Dataset) -> None:
     """Check the invariants every dataset keeps; raise :class:`DataError` on the first broken one.
 
-    Non-empty pool and test, ``(N,)`` int64 ids unique across both, labels in ``[0, C)``, one
-    image or path per id.
+    Non-empty pool and test, ``(N,)`` int64 ids unique across both, labels in ``[0, C)`` (and -1
+    in the pool: not labeled yet), one image or path per id.
     """
     for side, split in (("pool", ds.pool), ("test", ds.test)):
         n = len(split)
@@ -337,13 +337,14 @@ def validate_dataset(ds: Dataset) -> None:
         m = len(split.images) if split.images is not None else len(split.paths or ())
         if m != n:
             raise DataError(f"Dataset {ds.name!r} {side}: {m} images for {n} ids")
-        bad = (split.labels < 0) | (split.labels >= ds.n_classes)
+        lowest = -1 if side == "pool" else 0  # -1: a pool image nobody has labeled yet
+        bad = (split.labels < lowest) | (split.labels >= ds.n_classes)
         if bad.any():
             raise DataError(
                 problem(
                     f"Dataset {ds.name!r} {side}: {int(bad.sum())} label(s) outside the class set, "
                     f"e.g. {int(split.labels[bad][0])}",
-                    allowed=f"labels in [0, {ds.n_classes})",
+                    allowed=f"labels in [0, {ds.n_classes})" + (" or -1 (unlabeled)" if side == "pool" else ""),
                     fix="fix the labels or the class list",
                 )
             )
