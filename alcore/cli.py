@@ -309,7 +309,9 @@ def ui(
         ]
     else:
         _fail(AlcoreError(f"unknown UI {which!r}. Allowed: prefect, mlflow."))
-    exe = shutil.which(cmd[0])
+    # the venv's own script first (an un-activated venv has no PATH entry), then PATH
+    beside = Path(sys.executable).with_name(cmd[0])
+    exe = str(beside) if beside.is_file() else shutil.which(cmd[0])
     if exe is None:
         _fail(AlcoreError(f"{cmd[0]} is not installed. Fix: uv sync --extra pipeline."))
     typer.echo(" ".join(cmd))
