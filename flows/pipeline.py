@@ -21,11 +21,11 @@ from alcore.ledger import format_table
 from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
 from flows._util import ensure_artifact, read_json, say
 from flows.active_learning import active_learning
+from flows.extract import extract_all
 from tasks import tracking
 from tasks._common import ref
 from tasks.data import prepare_data
 from tasks.encoder import build_encoder
-from tasks.features import extract_features
 
 STAGES = ("prepare", "encoder", "features", "active_learning", "report")
 
@@ -73,22 +73,7 @@ def features(params: Params, root: str = ".") -> dict[str, Any]:
     """Extract pool and test features: ``features/{pool,test}.parquet`` (+ ``features.json``)."""
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
-    enc = ref(L.encoder)
-    outs = {
-        split: ensure_artifact(
-            extract_features,
-            "features",
-            enc,
-            p.data,
-            info["fingerprint"],
-            split,
-            batch_size=p.features.batch_size,
-            device=p.experiment.device,
-            out=str(L.features(split)),
-            progress=p.experiment.progress,
-        )
-        for split in ("pool", "test")
-    }
+    outs = extract_all(ref(L.encoder), p, info["fingerprint"], {s: str(L.features(s)) for s in ("pool", "test")})
     meta = {
         "seconds": {s: o["seconds"] for s, o in outs.items()},
         "sha256": {s: o["features"]["sha256"] for s, o in outs.items()},

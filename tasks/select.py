@@ -11,7 +11,7 @@ from alcore.experiment import load_features, select_batch, stopwatch
 from tasks._common import CACHE
 
 
-@task(name="select", cache_policy=CACHE - "proxy", persist_result=True, retries=1)
+@task(name="select", cache_policy=CACHE - "proxy" - "memory_budget", persist_result=True, retries=1)
 def select(
     strategy: str,
     strategy_params: dict[str, Any],
@@ -25,9 +25,11 @@ def select(
     proxy_key: str,
     seed: int,
     round: int,
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
-    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key)."""
-    pool = load_features(features["path"])
+    """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key); features
+    larger than ``memory_budget`` bytes are read by memory map (the same ids either way)."""
+    pool = load_features(features["path"], memory_budget=memory_budget)
     with stopwatch() as t:
         ids = select_batch(
             strategy,
