@@ -127,3 +127,13 @@ def test_rounds_on_memory_mapped_features_buy_the_same_labels(built, tmp_path):
     assert list((root / "features").glob("pool.*.memmap.npy"))  # the mapped run did read by memory map
     a, b = states["loaded"].labels, states["mapped"].labels
     assert a.labeled_ids.tolist() == b.labeled_ids.tolist() and a.n_labeled == 30
+
+
+@pytest.mark.slow  # spawning processes that import torch and Prefect: half a minute on 2 cores
+def test_process_runner_equals_one_pass(built, tmp_path):
+    from flows.pipeline import features
+
+    root = _project(built, tmp_path)
+    features(parse_params(tiny(features={**DASK2, "runner": "process"})), root=str(root))
+    for split in ("pool", "test"):
+        _same_content(Layout(root).features(split), Layout(built).features(split))

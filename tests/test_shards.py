@@ -209,20 +209,19 @@ def clustered(tmp_path_factory):
     write_features(path, ids, X, _spec(ids, 16))
     mem, mapped = read_features(path), read_features(path, memory_budget=0)
     assert isinstance(mapped.X, np.memmap) and not isinstance(mem.X, np.memmap)
-    return mem, mapped, ids, y
+    lab = np.arange(0, 600, 15)  # 40 labeled
+    cfg = ProxyCfg(hidden=32, epochs=20, dropout=0.2)  # dropout: BALD has something to sample
+    runs = [(fs, train_proxy(fs, ids[lab], y[lab], cfg, n_classes=4, seed=0, device="cpu")) for fs in (mem, mapped)]
+    return runs, ids[lab], y[lab]
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategies_pick_the_same_ids_from_a_memory_map(clustered, name):
-    mem, mapped, ids, y = clustered
-    lab = np.arange(0, 600, 15)  # 40 labeled
-    cfg = ProxyCfg(hidden=32, epochs=20, dropout=0.2)
-    got = []
-    for fs in (mem, mapped):
-        proxy = train_proxy(fs, ids[lab], y[lab], cfg, n_classes=4, seed=0, device="cpu")
-        got.append(
-            select_batch(name, {}, fs, ids[lab], y[lab], 25, n_classes=4, proxy=proxy, seed=1, round=2).tolist()
-        )
+    runs, lab_ids, lab_y = clustered
+    got = [
+        select_batch(name, {}, fs, lab_ids, lab_y, 25, n_classes=4, proxy=proxy, seed=1, round=2).tolist()
+        for fs, proxy in runs
+    ]
     assert got[0] == got[1] and len(set(got[0])) == 25
 
 
