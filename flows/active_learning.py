@@ -44,10 +44,10 @@ from alcore.report import round_rows, summary
 from alcore.training import HeadScorer, resolve_mode
 from flows._util import archive, ensure_artifact, read_json, say
 from flows.extract import extract_all
+from flows.gpu import on_gpu
 from tasks import tracking
 from tasks._common import ref
 from tasks.evaluate import evaluate
-from tasks.finetune import fine_tune
 from tasks.label import label
 from tasks.proxy import evaluate_proxy, train_proxy
 from tasks.realign import decide_realign
@@ -94,7 +94,7 @@ class _Run:
         mode = resolve_mode(p.train.mode, len(ids), p.train.auto_threshold)
         out = self.dir / "networks" / f"net-{len(ids)}.safetensors"
         res = ensure_artifact(
-            fine_tune,
+            on_gpu("fine_tune", p.orchestration),
             "model",
             self.encoder,
             p.data,

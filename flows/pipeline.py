@@ -14,6 +14,7 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
+from alcore.errors import ConfigError, problem
 from alcore.experiment import ExperimentState, check_budget, validate_names
 from alcore.features import read_spec
 from alcore.layout import Layout
@@ -22,10 +23,10 @@ from alcore.report import describe_results, plot_accuracy, plot_costs, round_row
 from flows._util import ensure_artifact, read_json, say
 from flows.active_learning import active_learning
 from flows.extract import extract_all
+from flows.gpu import on_gpu
 from tasks import tracking
 from tasks._common import ref
 from tasks.data import prepare_data
-from tasks.encoder import build_encoder
 
 STAGES = ("prepare", "encoder", "features", "active_learning", "report")
 
@@ -45,7 +46,7 @@ def encoder(params: Params, root: str = ".") -> dict[str, Any]:
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     out = ensure_artifact(
-        build_encoder,
+        on_gpu("build_encoder", p.orchestration),
         "encoder",
         p.encoder,
         p.data,
@@ -128,6 +129,17 @@ def run_stage(stage: str, params: Params, *, fresh: bool = False, root: str = ".
     return {"prepare": prepare, "encoder": encoder, "features": features, "report": report}[stage](params, root=root)
 
 
+@flow(name="alcore-run", validate_parameters=True)
+def run_project(
+    params_file: str = "params.yaml", overrides: list[str] | None = None, stage: str = "all", fresh: bool = False
+) -> Any:
+    """What a deployment runs (``prefect.yaml``): ``params_file`` with ``key=value`` ``overrides``,
+    read in the working directory the deployment's pull step sets, then :func:`run_stage`."""
+    if stage not in (*STAGES, "all"):
+        raise ConfigError(problem(f"stage={stage!r}", ", ".join((*STAGES, "all"))))
+    return run_stage(stage, load_params(params_file, overrides or []), fresh=fresh)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.pipeline STAGE [--params params.yaml] [key=value ...]`` (what dvc.yaml runs)."""
     from alcore.cli import main as cli_main
@@ -146,4 +158,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["STAGES", "pipeline", "prepare", "encoder", "features", "report", "run_stage", "load_params"]
+__all__ = ["STAGES", "pipeline", "prepare", "encoder", "features", "report", "run_project", "run_stage", "load_params"]

@@ -25,6 +25,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(api: str, seconds: float = 120) -> None:
+    """Wait for a Prefect server's API to answer; fail the test after ``seconds``."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"prefect server did not start within {seconds:.0f} s")
+
+
 def test_pipeline_runs_against_a_prefect_server(tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -38,16 +51,7 @@ def test_pipeline_runs_against_a_prefect_server(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("prefect server did not start within 120 s")
+        wait_healthy(api)
         (tmp_path / "params.yaml").write_text(
             yaml.safe_dump(parse_params(tiny(experiment={"name": "served"})).model_dump(mode="json"))
         )
