@@ -12,7 +12,9 @@ overwrites, never duplicates, and the publish task checks that the ids are disjo
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow
@@ -37,13 +39,28 @@ def task_runner(cfg: FeaturesCfg) -> TaskRunner:
     if cfg.address:
         return DaskTaskRunner(address=cfg.address)
     return DaskTaskRunner(
+        cluster_class=local_cluster,
         cluster_kwargs={
             "n_workers": cfg.workers,
             "threads_per_worker": 1,  # one part at a time per worker process
             "processes": True,
             "dashboard_address": ":0",  # any free port: several clusters can share a machine
-        }
+        },
     )
+
+
+def local_cluster(**kwargs: Any) -> Any:
+    """A ``distributed.LocalCluster`` whose workers keep glibc's default memory trimming.
+
+    Dask's nannies set ``MALLOC_TRIM_THRESHOLD_=65536`` in their workers, which makes every large
+    tensor a fresh ``mmap``: torch's convolutions then run at half speed or worse. The other
+    variables Dask sets (``OMP_NUM_THREADS=1`` and the like) stay; each part sets its own torch threads.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(**kwargs)
 
 
 def part_threads(cfg: FeaturesCfg) -> int | None:
@@ -55,6 +72,25 @@ def part_threads(cfg: FeaturesCfg) -> int | None:
     if cfg.runner == "thread" or cfg.address:
         return None
     return max(1, (os.cpu_count() or 1) // cfg.workers)
+
+
+@contextlib.contextmanager
+def shared_api() -> Iterator[None]:
+    """Point task runs in other processes at this flow's Prefect API.
+
+    Without ``PREFECT_API_URL`` the flow talks to a temporary server that its own process started;
+    a Dask or process-pool worker, given the flow's settings with no URL, would start one of its
+    own (seconds each, and a second writer of the same database). Inside this block the settings
+    that travel with each task run name the flow's server.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with temporary_settings({PREFECT_API_URL: str(get_client(sync_client=True).api_url)}):
+        yield
 
 
 @flow(name="extract_sharded", validate_parameters=False)
@@ -86,13 +122,14 @@ def extract_sharded(
             out=str(part_path(outs[split], shard)),
         )
 
-    futures = {s: [submit(s, sh) for sh in plan] for s, plan in plans.items()}
-    parts = {s: [f.result() for f in fs] for s, fs in futures.items()}
-    # a cached part whose file is gone or changed (deleted by hand, say) is extracted again
-    stale = {(s, i) for s, ps in parts.items() for i, p in enumerate(ps) if not is_fresh(p["part"])}
-    redo = {(s, i): submit(s, plans[s][i], refresh=True) for s, i in sorted(stale)}
-    for (s, i), f in redo.items():
-        parts[s][i] = f.result()
+    with shared_api():
+        futures = {s: [submit(s, sh) for sh in plan] for s, plan in plans.items()}
+        parts = {s: [f.result() for f in fs] for s, fs in futures.items()}
+        # a cached part whose file is gone or changed (deleted by hand, say) is extracted again
+        stale = {(s, i) for s, ps in parts.items() for i, p in enumerate(ps) if not is_fresh(p["part"])}
+        redo = {(s, i): submit(s, plans[s][i], refresh=True) for s, i in sorted(stale)}
+        for (s, i), f in redo.items():
+            parts[s][i] = f.result()
     result = {}
     for s, ps in parts.items():
         res = publish_features(ps, out=outs[s])

@@ -137,3 +137,24 @@ def test_process_runner_equals_one_pass(built, tmp_path):
     features(parse_params(tiny(features={**DASK2, "runner": "process"})), root=str(root))
     for split in ("pool", "test"):
         _same_content(Layout(root).features(split), Layout(built).features(split))
+
+
+@pytest.mark.slow  # a fresh process with its own temporary Prefect server and Dask cluster
+def test_dask_workers_report_to_the_flows_temporary_server(tmp_path):
+    """``alcore run`` without a server: the parts' task runs go to the flow's temporary server, not to
+    one that each worker process would start for itself."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "home"), PYTHONPATH=str(HERE.parent))
+    r = subprocess.run(
+        [sys.executable, str(HERE / "_api_probe.py")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    (flow_pid, flow_api), tasks = got["flow"], got["tasks"]
+    assert all(pid != flow_pid for pid, _ in tasks)  # they did run in a worker process
+    assert {api for _, api in tasks} == {flow_api}
