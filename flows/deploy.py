@@ -3,7 +3,8 @@
 ``python -m flows.deploy`` writes ``prefect.yaml`` (``--check``: fail if it is out of date), with:
 
 - ``alcore-run/<cpu_pool>`` (:func:`flows.pipeline.run_project`) on ``orchestration.cpu_pool``: the
-  pipeline itself - data, selection, labels, reports - reading ``params.yaml`` where it runs;
+  pipeline itself - data, selection, labels, reports - reading ``params.yaml`` where it runs, with
+  ``orchestration.dispatch=pools`` by default;
 - ``alcore-gpu/<gpu_pool>`` (:func:`flows.gpu.gpu_step`) on ``orchestration.gpu_pool``: the GPU
   steps (pre-training, extraction, fine-tuning) that the pipeline sends there when
   ``orchestration.dispatch: pools``.
@@ -49,7 +50,13 @@ def prefect_yaml(orch: OrchestrationCfg) -> dict[str, Any]:
                 "entrypoint": ENTRYPOINTS["alcore-run"],
                 "description": "The pipeline (data, selection, labels, reports); GPU steps go to the GPU pool "
                 "when orchestration.dispatch is pools.",
-                "parameters": {"params_file": "params.yaml", "stage": "all", "fresh": False},
+                # a run of this deployment sends its GPU steps to the GPU pool, whatever params.yaml says
+                "parameters": {
+                    "params_file": "params.yaml",
+                    "overrides": ["orchestration.dispatch=pools"],
+                    "stage": "all",
+                    "fresh": False,
+                },
                 "tags": ["alcore"],
                 "work_pool": {"name": orch.cpu_pool, "work_queue_name": None, "job_variables": {}},
             },
