@@ -26,6 +26,7 @@ from alcore.errors import BudgetExceededError, ConfigError, ExperimentLockedErro
 from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
 from alcore.ledger import CostLedger
 from alcore.proxy import ProxyMLP
+from alcore.shards import Shard, write_part
 from alcore.state import LabelState
 
 STATE_VERSION = 1
@@ -312,17 +313,16 @@ def extract_and_save_part(
     weights_path: str | os.PathLike[str],
     data_cfg: DataCfg,
     split: str,
-    shard: Any,
+    shard: Shard,
     *,
     batch_size: int,
     device: str,
     threads: int | None,
     out: str | os.PathLike[str],
 ) -> float:
-    """Extract part ``shard`` (an :class:`alcore.shards.Shard`) of ``split`` and write it to ``out``;
-    returns the seconds spent, with torch limited to ``threads`` intra-op threads."""
+    """Extract part ``shard`` of ``split`` and write it to ``out``; returns the seconds spent, with
+    torch limited to ``threads`` intra-op threads."""
     from alcore.device import torch_threads
-    from alcore.shards import write_part
     from alcore.training import load_any_encoder
 
     enc = load_any_encoder(weights_path)
