@@ -62,8 +62,8 @@ class EncoderCfg(_Model):
 class FeaturesCfg(_Model):
     """Feature extraction (the ``features`` stage, ASVP's and Standard AL's re-extractions) and reading.
 
-    Only ``batch_size`` can change the features' content; ``shards``, ``runner``, ``workers`` and
-    ``address`` say how the work is spread (parts align to batches, so the floats are the same) and
+    Only ``batch_size`` can change the features' content; ``shards``, ``runner``, ``workers``,
+    ``address`` and ``torch_threads`` say how the work is spread (parts align to batches, so the floats are the same) and
     ``memory_budget_mb`` how selection reads them.
     """
 
@@ -76,6 +76,12 @@ class FeaturesCfg(_Model):
     )
     workers: int = Field(1, ge=1, description="shards run at once: threads, processes or local Dask workers")
     address: str | None = Field(None, description="dask: an existing scheduler (e.g. tcp://gpu-host:8786)")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads per part; null: the cores divided by workers for local process "
+        "and Dask workers, torch's own setting otherwise",
+    )
     memory_budget_mb: float = Field(
         2048, gt=0, description="features larger than this are read by memory map (a .npy beside the Parquet)"
     )

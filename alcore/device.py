@@ -56,6 +56,9 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n < 1:
         raise ConfigError(problem(f"threads={n}", "None or an integer >= 1"))
     before = torch.get_num_threads()
+    if before == n:  # nothing to change, nothing to restore (parts on threads of one process enter this at once)
+        yield
+        return
     torch.set_num_threads(n)
     try:
         yield

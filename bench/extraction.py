@@ -6,15 +6,17 @@ throughput does not care), the pool is extracted in ``--shards`` parts through t
 ``extract_sharded`` flow (``flows/extract.py``), wall time from the call to the published file:
 
 - ``thread x1``: ``features.runner=thread, workers=1`` - Prefect's plain runner, one part at a time
-  in the flow's process with all cores;
-- ``dask x1``: ``runner=dask, workers=1`` - a LocalCluster of one worker process with all cores
-  (cluster start-up, task shipping and the worker's own data loading included);
-- ``dask x2``: ``runner=dask, workers=2`` - two worker processes with one core each;
+  in the flow's process;
+- ``dask x1``: ``runner=dask, workers=1`` - a new LocalCluster of one worker process (cluster
+  start-up, task shipping and the worker's own imports and data loading included);
+- ``dask x2``: ``runner=dask, workers=2`` - two worker processes;
 - the same two on a running cluster (``features.address``; started once, warmed up like the plain
   runner's process): what a long-lived cluster on GPU hosts costs per run, without start-up.
 
-Repetitions are interleaved (thread, dask1, dask2, thread, ...) and medians reported: the machine
-may be shared. Every published file is checked to equal the first one byte for byte in ids and
+Every part runs with ``--torch-threads`` torch threads (default 1: each worker is one core, so the
+1-vs-2-worker ratio measures workers, and the runners compare on equal work; on a busy machine two
+OpenMP threads per process also lose more to preemption than they gain). Repetitions are interleaved
+(thread, dask1, dask2, thread, ...) and medians reported: the machine may be shared. Every published file is checked to equal the first one byte for byte in ids and
 floats. Reported: images/s per configuration, the 2-vs-1-worker ratio, and the distributed runner's
 overhead on one worker (dask x1 / thread x1 wall time; goal <= 1.15), with and without start-up.
 
@@ -54,17 +56,10 @@ CONFIGS = {  # name -> features.runner, features.workers, a running cluster (fea
 
 
 def start_cluster(workers: int) -> Any:
-    """A LocalCluster that outlives the runs (what features.address points at), ``cores // workers``
-    torch threads per worker (torch reads OMP_NUM_THREADS when it starts)."""
-    import dask
-    import distributed  # noqa: F401 - registers its config defaults before the override below
-
+    """A LocalCluster that outlives the runs: what ``features.address`` points at."""
     from flows.extract import local_cluster
 
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
-    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}):
-        return local_cluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    return local_cluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
 
 
 def _setup(work: Path, fmnist: Path, max_pool: int) -> tuple[dict[str, Any], dict[str, str]]:
@@ -89,13 +84,14 @@ def _setup(work: Path, fmnist: Path, max_pool: int) -> tuple[dict[str, Any], dic
 
 
 def run_once(
-    name: str, data: dict[str, Any], enc: dict[str, str], out: Path, shards: int, bs: int, clusters: dict[int, Any]
+    name: str, data: dict[str, Any], enc: dict[str, str], out: Path, a: argparse.Namespace, clusters: dict[int, Any]
 ) -> dict[str, Any]:
     from alcore.config import parse_params
     from flows.extract import extract_all
 
     runner, workers, running = CONFIGS[name]
-    feats = {"batch_size": bs, "shards": shards, "runner": runner, "workers": workers}
+    feats = {"batch_size": a.batch_size, "shards": a.shards, "runner": runner, "workers": workers}
+    feats["torch_threads"] = a.torch_threads or None
     if running:
         feats["address"] = clusters[workers].scheduler_address
     p = parse_params({"experiment": {"device": "cpu", "progress": False}, "data": data, "features": feats})
@@ -153,6 +149,13 @@ def main() -> int:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads per part in every configuration (features.torch_threads); 0: the runner's default "
+        "(cores / workers for Dask workers, torch's own for the plain runner)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = ap.parse_args()
     if not args.fmnist_root.is_dir():
@@ -167,13 +170,13 @@ def main() -> int:
     print(f"warm-up (Prefect's temporary server, imports, the running clusters' workers) in {work}", flush=True)
     for name in ("thread x1", "dask x1 running", "dask x2 running"):
         warm = work / "warmup" / name.replace(" ", "") / "pool.parquet"
-        run_once(name, data, enc, warm, args.shards, args.batch_size, clusters)
+        run_once(name, data, enc, warm, args, clusters)
     reference = read_features(warm)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in CONFIGS}
     for rep in range(args.repeats):
         for name in CONFIGS:  # interleaved: a busy spell on a shared machine hits every configuration
             out = work / f"{name.replace(' ', '')}-{rep}" / "pool.parquet"
-            r = run_once(name, data, enc, out, args.shards, args.batch_size, clusters)
+            r = run_once(name, data, enc, out, args, clusters)
             got = read_features(out)
             r["same_bytes"] = got.ids.tobytes() == reference.ids.tobytes() and got.X.tobytes() == reference.X.tobytes()
             runs[name].append(r)
@@ -186,7 +189,8 @@ def main() -> int:
     cores = os.cpu_count() or 1
     print(
         f"\n## Sharded extraction: Fashion-MNIST pool, {n} images, cifar_resnet20 ({enc['weights']}), "
-        f"{args.shards} parts, batch {args.batch_size}, {cores} cores, median of {args.repeats}\n"
+        f"{args.shards} parts, batch {args.batch_size}, {cores} cores, median of {args.repeats}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end\n"
     )
     hdr = (
         f"{'runner':<7} {'cluster':<24} {'workers':>7} {'torch thr/worker':>16} {'wall s':>8} {'img/s':>8} "
@@ -195,7 +199,7 @@ def main() -> int:
     print(hdr)
     print("-" * len(hdr))
     for name, (runner, workers, running) in CONFIGS.items():
-        thr = cores if runner == "thread" else max(1, cores // workers)
+        thr = args.torch_threads or (cores if runner == "thread" else max(1, cores // workers))
         where = "-" if runner == "thread" else ("running (address)" if running else "new LocalCluster per run")
         comp = statistics.median(r["compute_s"] for r in runs[name])
         same = all(r["same_bytes"] for r in runs[name])
@@ -228,6 +232,7 @@ def main() -> int:
         "images": n,
         "shards": args.shards,
         "batch_size": args.batch_size,
+        "torch_threads": args.torch_threads,
         "cores": cores,
         "runs": runs,
         "median_wall_s": med,

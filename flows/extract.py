@@ -64,11 +64,14 @@ def local_cluster(**kwargs: Any) -> Any:
 
 
 def part_threads(cfg: FeaturesCfg) -> int | None:
-    """torch intra-op threads per part: each local worker process gets its share of the cores.
+    """torch intra-op threads per part: ``features.torch_threads`` if set, else each local worker
+    process gets its share of the cores.
 
-    ``None`` (leave torch alone) for the thread runner (one process: its threads share torch's pool)
-    and for a remote Dask cluster (its workers' own business).
+    ``None`` (leave torch alone) otherwise: for the thread runner (one process: its threads share
+    torch's pool) and for a running Dask cluster (its workers' own business).
     """
+    if cfg.torch_threads:
+        return cfg.torch_threads
     if cfg.runner == "thread" or cfg.address:
         return None
     return max(1, (os.cpu_count() or 1) // cfg.workers)
