@@ -75,7 +75,46 @@ class PretextCfg(_Model):
 
 
 class FeaturesCfg(_Model):
+    """Feature extraction (the ``features`` stage, ASVP's and Standard AL's re-extractions) and reading.
+
+    Only ``batch_size`` can change the features' content; ``shards``, ``runner``, ``workers``,
+    ``address`` and ``torch_threads`` say how the work is spread (parts align to batches, so the floats are the same) and
+    ``memory_budget_mb`` how selection reads them.
+    """
+
     batch_size: int = Field(256, ge=1)
+    shards: int = Field(1, ge=1, description="parts each split is extracted in (one task and one Parquet file each)")
+    runner: Literal["thread", "process", "dask"] = Field(
+        "thread",
+        description="Prefect task runner of the shards: thread (in-process), process (local processes) "
+        "or dask (prefect-dask: a local cluster of `workers` processes, or the scheduler at `address`)",
+    )
+    workers: int = Field(1, ge=1, description="shards run at once: threads, processes or local Dask workers")
+    address: str | None = Field(None, description="dask: an existing scheduler (e.g. tcp://gpu-host:8786)")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads per part; null: the cores divided by workers for local process "
+        "and Dask workers, torch's own setting otherwise",
+    )
+    memory_budget_mb: float = Field(
+        2048, gt=0, description="features larger than this are read by memory map (a .npy beside the Parquet)"
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> FeaturesCfg:
+        if self.address and self.runner != "dask":
+            raise ValueError(f"features.address needs features.runner=dask (runner is {self.runner!r})")
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        """Whether extraction goes through parts (anything but today's one task in the flow's thread)."""
+        return self.shards > 1 or self.runner != "thread"
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.memory_budget_mb * 2**20)
 
 
 class ProxyCfg(_Model):
@@ -216,6 +255,24 @@ class CompareCfg(_Model):
     )
 
 
+class OrchestrationCfg(_Model):
+    """Where the work runs: Prefect work pools (``prefect.yaml``, README "Running on GPU workers")."""
+
+    gpu_pool: str = Field(
+        "gpu",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="work pool of the GPU steps (pre-training, extraction, fine-tuning)",
+    )
+    cpu_pool: str = Field(
+        "cpu", pattern=r"^[A-Za-z0-9._-]+$", description="work pool of the pipeline itself (selection, labels, reports)"
+    )
+    dispatch: Literal["local", "pools"] = Field(
+        "local",
+        description="local: GPU steps run in the flow's own process; pools: each runs as a flow run of the "
+        "alcore-gpu deployment on gpu_pool",
+    )
+
+
 class Params(_Model):
     """The whole of ``params.yaml``."""
 
@@ -231,6 +288,7 @@ class Params(_Model):
     train: TrainCfg = TrainCfg()
     cost: CostCfg = CostCfg()
     compare: CompareCfg = CompareCfg()
+    orchestration: OrchestrationCfg = OrchestrationCfg()
 
     @field_validator("experiment", mode="before")
     @classmethod

@@ -41,3 +41,26 @@ def autocast(device: torch.device) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Limit torch's intra-op threads to ``n`` (``None``: leave as is), restoring them after.
+
+    Parallel workers on one machine each take their share of the cores (two workers with all
+    cores each would oversubscribe them).
+    """
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise ConfigError(problem(f"threads={n}", "None or an integer >= 1"))
+    before = torch.get_num_threads()
+    if before == n:  # nothing to change, nothing to restore (parts on threads of one process enter this at once)
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

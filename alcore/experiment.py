@@ -27,6 +27,7 @@ from alcore.features import FeatureSet, FeatureSpec, extract_features, read_feat
 from alcore.labeling import LabelingLog
 from alcore.ledger import CostLedger
 from alcore.proxy import ProxyMLP
+from alcore.shards import Shard, write_part
 from alcore.state import LabelState
 
 STATE_VERSION = 1
@@ -145,14 +146,15 @@ def save_features(fs: FeatureSet, path: str | os.PathLike[str]) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _read_features_cached(path: str, mtime_ns: int, size: int) -> FeatureSet:
-    return read_features(path)
+def _read_features_cached(path: str, mtime_ns: int, size: int, memory_budget: int | None = None) -> FeatureSet:
+    return read_features(path, memory_budget=memory_budget)
 
 
-def load_features(path: str | os.PathLike[str]) -> FeatureSet:
-    """Read a feature file (memoised per process while the file is unchanged)."""
+def load_features(path: str | os.PathLike[str], *, memory_budget: int | None = None) -> FeatureSet:
+    """Read a feature file (memoised per process while the file is unchanged); by memory map when
+    larger than ``memory_budget`` bytes (``features.memory_budget_mb``)."""
     st = os.stat(path)
-    return _read_features_cached(str(path), st.st_mtime_ns, st.st_size)
+    return _read_features_cached(str(path), st.st_mtime_ns, st.st_size, memory_budget)
 
 
 # ---------------------------------------------------------------- proxy, selection, labels
@@ -507,6 +509,35 @@ def extract_and_save_features(
     with stopwatch() as t:
         fs = compute_features(enc, load_data(data_cfg), split, batch_size=batch_size, device=device, progress=progress)
     save_features(fs, out)
+    return t["seconds"]
+
+
+def extract_and_save_part(
+    weights_path: str | os.PathLike[str],
+    data_cfg: DataCfg,
+    split: str,
+    shard: Shard,
+    *,
+    batch_size: int,
+    device: str,
+    threads: int | None,
+    out: str | os.PathLike[str],
+) -> float:
+    """Extract part ``shard`` of ``split`` and write it to ``out``; returns the seconds spent, with
+    torch limited to ``threads`` intra-op threads."""
+    from alcore.device import torch_threads
+    from alcore.training import load_any_encoder
+
+    enc = load_any_encoder(weights_path)
+    data = load_data(data_cfg)
+    sp = getattr(data, split)
+    whole = FeatureSpec.for_encoder(enc, sp, dataset=data.fingerprint(), split_name=split)
+    part = sp.subset(np.arange(shard.start, shard.stop))
+    with torch_threads(threads), stopwatch() as t:
+        X = extract_features(
+            enc, part, batch_size=batch_size, device=device, progress=False, desc=f"{split} part {shard.index}"
+        )
+    write_part(out, shard, part.ids, X, whole)
     return t["seconds"]
 
 

@@ -32,6 +32,11 @@ FORMAT_VERSION = 1
 _PROVENANCE = ("encoder_arch", "encoder_source", "weights_digest", "preprocess", "dim", "dtype")
 
 
+def format_diff(d: dict[str, tuple[Any, Any]], template: str = "{k}: {a!r} vs {b!r}") -> str:
+    """One line naming each differing field of a :meth:`FeatureSpec.diff`."""
+    return "; ".join(template.format(k=k, a=a, b=b) for k, (a, b) in d.items())
+
+
 def ids_digest(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
@@ -87,8 +92,7 @@ class FeatureSpec:
         if d:
             raise FeatureMismatchError(
                 problem(
-                    "Feature sets come from different encoders or preprocessing: "
-                    + "; ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in d.items()),
+                    "Feature sets come from different encoders or preprocessing: " + format_diff(d),
                     fix="re-extract both sets with the same encoder (alcore run does this for you)",
                 )
             )
@@ -146,8 +150,15 @@ def extract_features(
     return out
 
 
-def write_features(path: str | os.PathLike[str], ids: np.ndarray, X: np.ndarray, spec: FeatureSpec) -> None:
-    """Write ``ids`` + ``X`` with ``spec`` in the metadata, atomically."""
+def write_features(
+    path: str | os.PathLike[str],
+    ids: np.ndarray,
+    X: np.ndarray,
+    spec: FeatureSpec,
+    *,
+    extra_metadata: dict[bytes, bytes] | None = None,
+) -> None:
+    """Write ``ids`` + ``X`` with ``spec`` (and ``extra_metadata``) in the metadata, atomically."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     X = np.ascontiguousarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[0] != ids.shape[0]:
@@ -158,7 +169,7 @@ def write_features(path: str | os.PathLike[str], ids: np.ndarray, X: np.ndarray,
     values = pa.array(X.reshape(-1), type=pa.float32())
     col = pa.FixedSizeListArray.from_arrays(values, d)
     table = pa.table({"id": pa.array(ids), "features": col})
-    table = table.replace_schema_metadata({SPEC_KEY: spec.to_json().encode()})
+    table = table.replace_schema_metadata({**(extra_metadata or {}), SPEC_KEY: spec.to_json().encode()})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 16)
 
@@ -178,8 +189,15 @@ def read_spec(path: str | os.PathLike[str]) -> FeatureSpec:
     return FeatureSpec.from_json(meta[SPEC_KEY])
 
 
-def read_features(path: str | os.PathLike[str], *, expect: FeatureSpec | None = None) -> FeatureSet:
-    """Read a feature file; with ``expect``, refuse a file whose spec differs in any field."""
+def read_features(
+    path: str | os.PathLike[str], *, expect: FeatureSpec | None = None, memory_budget: int | None = None
+) -> FeatureSet:
+    """Read a feature file; with ``expect``, refuse a file whose spec differs in any field.
+
+    With ``memory_budget`` (bytes), features larger than it (``N * D * 4``) are not loaded: ``X`` is
+    a read-only ``numpy.memmap`` of a float32 ``.npy`` written once beside the file (see
+    :func:`memmap_features`); ``ids`` are always in memory.
+    """
     spec = read_spec(path)
     if expect is not None:
         d = expect.diff(spec)
@@ -187,10 +205,13 @@ def read_features(path: str | os.PathLike[str], *, expect: FeatureSpec | None = 
             raise FeatureMismatchError(
                 problem(
                     f"{path} was computed with a different spec: "
-                    + "; ".join(f"{k}: expected {a!r}, file has {b!r}" for k, (a, b) in d.items()),
+                    + format_diff(d, "{k}: expected {a!r}, file has {b!r}"),
                     fix="re-extract the features with the current encoder (dvc repro, or alcore run)",
                 )
             )
+    if memory_budget is not None and spec.n * spec.dim * np.dtype(spec.dtype).itemsize > memory_budget:
+        ids = pq.read_table(path, columns=["id"]).column("id").to_numpy()
+        return FeatureSet(ids=ids, X=memmap_features(path, spec), spec=spec)
     table = pq.read_table(path, columns=["id", "features"])
     ids = table.column("id").to_numpy()
     col = table.column("features").combine_chunks()
@@ -198,3 +219,55 @@ def read_features(path: str | os.PathLike[str], *, expect: FeatureSpec | None = 
     if X.dtype != np.float32:
         X = X.astype(np.float32)
     return FeatureSet(ids=ids, X=X, spec=spec)
+
+
+MEMMAP_SUFFIX = ".memmap.npy"
+
+
+def memmap_path(path: str | os.PathLike[str], spec: FeatureSpec) -> Path:
+    """The ``.npy`` sidecar of a feature file: ``<stem>.<key>.memmap.npy`` beside it.
+
+    ``key`` digests the spec and the file's size and modification time, so a file rewritten with
+    other content (the same spec extracted on another device, say) never meets a stale sidecar.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = hashlib.sha256(f"{spec.to_json()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return path.with_name(f"{path.stem}.{key}{MEMMAP_SUFFIX}")
+
+
+def memmap_features(path: str | os.PathLike[str], spec: FeatureSpec | None = None) -> np.memmap:
+    """``(N, D)`` float32 features of a feature file as a read-only memory map.
+
+    The first call streams the Parquet file, one row group at a time, into the sidecar
+    :func:`memmap_path` (written atomically; older sidecars of the file are removed); later calls
+    open it. Memory: one row group, never the whole matrix.
+    """
+    path = Path(path)
+    spec = spec or read_spec(path)
+    side = memmap_path(path, spec)
+    shape = (spec.n, spec.dim)
+    if not side.is_file():
+        with atomic_path(side) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(spec.dtype), shape=shape)
+            pos = 0
+            for batch in pq.ParquetFile(path).iter_batches(columns=["features"], batch_size=1 << 16):
+                rows = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, spec.dim)
+                mm[pos : pos + len(rows)] = rows
+                pos += len(rows)
+            if pos != spec.n:
+                raise FeatureMismatchError(problem(f"{path} holds {pos} rows but its spec says n={spec.n}"))
+            mm.flush()
+            del mm
+        for old in path.parent.glob(f"{path.stem}.*{MEMMAP_SUFFIX}"):
+            if old != side:
+                old.unlink(missing_ok=True)
+    X = np.load(side, mmap_mode="r")
+    if X.shape != shape or X.dtype != np.dtype(spec.dtype):
+        raise FeatureMismatchError(
+            problem(
+                f"{side} holds {X.dtype} {X.shape}, not the {spec.dtype} {shape} of {path}",
+                fix=f"delete {side}; it is rebuilt on the next read",
+            )
+        )
+    return X

@@ -29,6 +29,15 @@ def healthy(api: str) -> bool:
         return False
 
 
+def wait_healthy(api: str, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+    """Wait until the server at ``api`` answers; RuntimeError after ``timeout`` s or if ``proc`` exits."""
+    deadline = time.time() + timeout
+    while not healthy(api):
+        if (proc is not None and proc.poll() is not None) or time.time() > deadline:
+            raise RuntimeError(f"prefect server did not start within {timeout:.0f} s")
+        time.sleep(1)
+
+
 def stop(proc: subprocess.Popen) -> None:
     """Stop a process started in its own session, and its children (TERM, then KILL)."""
     if proc.poll() is None:
@@ -55,11 +64,7 @@ def prefect_server(home: str | os.PathLike[str], *, timeout: float = 120, **env:
         start_new_session=True,
     )
     try:
-        deadline = time.time() + timeout
-        while not healthy(api):
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"prefect server did not start within {timeout:.0f} s")
-            time.sleep(1)
+        wait_healthy(api, timeout, server)
         yield api
     finally:
         stop(server)

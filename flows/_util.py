@@ -13,13 +13,17 @@ from alcore._io import file_digest
 from alcore.errors import DataError, problem
 
 
+def is_fresh(r: dict[str, str]) -> bool:
+    """Whether the file an artifact ref names is still there with the content it had."""
+    p = Path(r["path"])
+    return p.is_file() and file_digest(p) == r["sha256"]
+
+
 def ensure_artifact(task: Any, key: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run ``task``; if its (possibly cached) result names a file that is gone or changed since,
     run it again with a fresh cache. Cached results outlive files that DVC or a user removed."""
     out = task(*args, **kwargs)
-    r = out[key]
-    p = Path(r["path"])
-    if not p.is_file() or file_digest(p) != r["sha256"]:
+    if not is_fresh(out[key]):
         out = task.with_options(refresh_cache=True)(*args, **kwargs)
     return out
 

@@ -46,11 +46,11 @@ from alcore.proxy import warm_up
 from alcore.report import round_rows, summary
 from alcore.training import HeadScorer, resolve_mode
 from flows._util import archive, ensure_artifact, read_json, say
+from flows.extract import extract_all
+from flows.gpu import on_gpu
 from tasks import tracking
 from tasks._common import ref
 from tasks.evaluate import evaluate
-from tasks.features import extract_features
-from tasks.finetune import fine_tune
 from tasks.label import label
 from tasks.proxy import evaluate_proxy, train_proxy
 from tasks.realign import decide_realign
@@ -58,10 +58,12 @@ from tasks.select import select
 
 
 def experiment_digest(p: Params) -> str:
-    """What an experiment's labels depend on (not the device, progress bars, compare settings or the
-    human oracle's hand-off: those may change while an experiment goes on)."""
-    d = p.model_dump(mode="json", exclude={"compare", "labeling"})
+    """What an experiment's labels depend on (not the device, progress bars, compare settings, the
+    human oracle's hand-off, or where and how the work runs: the feature runner, shards, memory
+    budget and work pools; those may change while an experiment goes on)."""
+    d = p.model_dump(mode="json", exclude={"compare", "labeling", "orchestration"})
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
+    d["features"] = {"batch_size": d["features"]["batch_size"]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,6 +83,7 @@ class _Run:
         self.dir = L.run_dir(self.name)
         # PT4AL's per-image pretext losses, when the strategy reads them (the pretext stage wrote them)
         self.pretext = ref(L.pretext) if strategy_needs_pretext(p.al.strategy) else None
+        self.budget = p.features.memory_budget_bytes  # larger features are read by memory map
 
     def features(self) -> dict[str, Any]:
         """The current feature version (the last realignment's, or the features stage's)."""
@@ -97,7 +100,7 @@ class _Run:
         mode = resolve_mode(p.train.mode, len(ids), p.train.auto_threshold)
         out = self.dir / "networks" / f"net-{len(ids)}.safetensors"
         res = ensure_artifact(
-            fine_tune,
+            on_gpu("fine_tune", p.orchestration),
             "model",
             self.encoder,
             p.data,
@@ -113,20 +116,10 @@ class _Run:
         )
         return {**res, "mode": mode}
 
-    def network_features(self, model: dict[str, str], split: str) -> dict[str, Any]:
-        out = self.dir / "features" / f"{Path(model['path']).stem}-{split}.parquet"
-        return ensure_artifact(
-            extract_features,
-            "features",
-            model,
-            self.p.data,
-            self.fp,
-            split,
-            batch_size=self.p.features.batch_size,
-            device=self.dev,
-            out=str(out),
-            progress=self.p.experiment.progress,
-        )
+    def network_features(self, model: dict[str, str], *splits: str) -> dict[str, dict[str, Any]]:
+        """Features of ``splits`` with a fine-tuned network (Standard's scoring pass, ASVP's re-extraction)."""
+        outs = {s: str(self.dir / "features" / f"{Path(model['path']).stem}-{s}.parquet") for s in splits}
+        return extract_all(model, self.p, self.fp, outs)
 
     def proxy(self, ids: np.ndarray, labs: np.ndarray, round: int) -> dict[str, Any]:
         f = self.features()
@@ -138,6 +131,7 @@ class _Run:
             n_classes=self.n_classes,
             seed=derive_seed(self.seed, "proxy", round),
             device=self.dev,
+            memory_budget=self.budget,
         )
         out["key"] = f"{f['pool']['sha256']}:{round}:{hashlib.sha256(ids.tobytes()).hexdigest()[:16]}"
         return out
@@ -165,7 +159,7 @@ def _select_round(
     features, scorer, key = run.features()["pool"], None, ""
     if r > 1 and p.al.pipeline == "standard":
         net = run.network(ids, labs)
-        feats = run.network_features(net["model"], "pool")
+        feats = run.network_features(net["model"], "pool")["pool"]
         seconds = {"fine_tuning": net["seconds"], "scoring": feats["seconds"]}
         features, scorer, key = feats["features"], HeadScorer.from_file(net["model"]["path"]), net["model"]["sha256"]
     elif r > 1:
@@ -187,6 +181,7 @@ def _select_round(
         n_rounds=p.al.rounds,
         pretext=run.pretext,
         exclude=exclude,
+        memory_budget=run.budget,
     )
     seconds["scoring"] = seconds.get("scoring", 0.0) + sel["seconds"]
     return Selection(sel["ids"], seconds, scorer, features, key)
@@ -198,7 +193,16 @@ def _realign(run: _Run, r: int, record: dict[str, Any]) -> None:
     ids, labs = _labeled(st)
     since = len(st.versions) - 1
     history = [st.records[k].get("trigger", {}) for k in sorted(st.records) if st.records[k].get("version", 0) == since]
-    d = decide_realign(p.al.trigger, p.al.trigger_params, run.features()["pool"], ids, labs, round=r, history=history)
+    d = decide_realign(
+        p.al.trigger,
+        p.al.trigger_params,
+        run.features()["pool"],
+        ids,
+        labs,
+        round=r,
+        history=history,
+        memory_budget=run.budget,
+    )
     d["n_labeled_at_fire"] = len(ids) if d["fire"] else 0
     if d["fire"] and (len(st.versions) - 1 >= p.al.max_realignments or r == p.al.rounds):
         d["fire"], d["reason"] = (
@@ -212,8 +216,8 @@ def _realign(run: _Run, r: int, record: dict[str, Any]) -> None:
         return
     net = run.network(ids, labs)
     v = len(st.versions)
-    pool = run.network_features(net["model"], "pool")
-    test = run.network_features(net["model"], "test")
+    feats = run.network_features(net["model"], "pool", "test")
+    pool, test = feats["pool"], feats["test"]
     st.ledger.record(r, "fine_tuning", net["seconds"])
     st.ledger.record(r, "reextraction", pool["seconds"])  # the test set's features are evaluation, not charged
     st.versions.append(
@@ -276,7 +280,7 @@ def open_experiment(p: Params, L: Layout, inputs: Inputs, *, setup: Any) -> Any:
     st = open_state(
         L.state(p.experiment.name),
         config_digest=experiment_digest(p),
-        pool_ids=load_features(inputs.pool["path"]).ids,
+        pool_ids=load_features(inputs.pool["path"], memory_budget=p.features.memory_budget_bytes).ids,
         n_classes=int(inputs.info["n_classes"]),
         price_per_label=p.oracle.price_per_label,
         price_per_hour=p.cost.price_per_hour,

@@ -14,6 +14,7 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
+from alcore.errors import ConfigError, problem
 from alcore.experiment import (
     ExperimentState,
     check_budget,
@@ -28,12 +29,12 @@ from alcore.ledger import format_table
 from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
 from flows._util import ensure_artifact, read_json, say
 from flows.active_learning import active_learning
+from flows.extract import extract_all
+from flows.gpu import on_gpu
 from flows.labeling import labeling_cycle
 from tasks import tracking
 from tasks._common import ref
 from tasks.data import prepare_data
-from tasks.encoder import build_encoder
-from tasks.features import extract_features
 from tasks.pretext import pretext_losses
 
 STAGES = ("prepare", "encoder", "features", "pretext", "active_learning", "report")
@@ -54,7 +55,7 @@ def encoder(params: Params, root: str = ".") -> dict[str, Any]:
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     out = ensure_artifact(
-        build_encoder,
+        on_gpu("build_encoder", p.orchestration),
         "encoder",
         p.encoder,
         p.data,
@@ -82,22 +83,7 @@ def features(params: Params, root: str = ".") -> dict[str, Any]:
     """Extract pool and test features: ``features/{pool,test}.parquet`` (+ ``features.json``)."""
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
-    enc = ref(L.encoder)
-    outs = {
-        split: ensure_artifact(
-            extract_features,
-            "features",
-            enc,
-            p.data,
-            info["fingerprint"],
-            split,
-            batch_size=p.features.batch_size,
-            device=p.experiment.device,
-            out=str(L.features(split)),
-            progress=p.experiment.progress,
-        )
-        for split in ("pool", "test")
-    }
+    outs = extract_all(ref(L.encoder), p, info["fingerprint"], {s: str(L.features(s)) for s in ("pool", "test")})
     meta = {
         "seconds": {s: o["seconds"] for s, o in outs.items()},
         "sha256": {s: o["features"]["sha256"] for s, o in outs.items()},
@@ -198,6 +184,17 @@ def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: 
     return stages[stage](params, root=root)
 
 
+@flow(name="alcore-run", validate_parameters=True)
+def run_project(
+    params_file: str = "params.yaml", overrides: list[str] | None = None, stage: str = "all", fresh: bool = False
+) -> Any:
+    """What a deployment runs (``prefect.yaml``): ``params_file`` with ``key=value`` ``overrides``,
+    read in the working directory the deployment's pull step sets, then :func:`run_stage`."""
+    if stage not in (*STAGES, "all"):
+        raise ConfigError(problem(f"stage={stage!r}", ", ".join((*STAGES, "all"))))
+    return run_stage(load_params(params_file, overrides or []), stage=stage, fresh=fresh)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.pipeline STAGE [--params params.yaml] [key=value ...]`` (what dvc.yaml runs)."""
     from alcore.cli import main as cli_main
@@ -216,4 +213,15 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["STAGES", "pipeline", "prepare", "encoder", "features", "pretext", "report", "run_stage", "load_params"]
+__all__ = [
+    "STAGES",
+    "pipeline",
+    "prepare",
+    "encoder",
+    "features",
+    "pretext",
+    "report",
+    "run_project",
+    "run_stage",
+    "load_params",
+]

@@ -39,6 +39,10 @@ CACHE = INPUTS + TASK_SOURCE + LibrarySource()
 # Retries for work whose failure can be transient (I/O, a busy GPU, a preempted worker).
 RETRY = {"retries": 2, "retry_delay_seconds": 5}
 
+GPU_TAG = "gpu"
+"""The tag of every task that wants a GPU (pre-training, extraction, fine-tuning): a tag concurrency
+limit (``prefect concurrency-limit create gpu N``) caps how many run at once on the GPU pool's hosts."""
+
 
 def ref(path: str | Path) -> dict[str, str]:
     """An artifact reference: its path and content digest (so the digest keys downstream caches)."""

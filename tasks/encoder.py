@@ -8,10 +8,10 @@ from prefect import task
 
 from alcore.config import DataCfg, EncoderCfg
 from alcore.experiment import build_and_save_encoder
-from tasks._common import CACHE, RETRY, ref
+from tasks._common import CACHE, GPU_TAG, RETRY, ref
 
 
-@task(name="build_encoder", cache_policy=CACHE, persist_result=True, **RETRY)
+@task(name="build_encoder", cache_policy=CACHE, persist_result=True, tags=[GPU_TAG], **RETRY)
 def build_encoder(
     encoder: EncoderCfg,
     data: DataCfg,

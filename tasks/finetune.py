@@ -9,10 +9,10 @@ from prefect import task
 
 from alcore.config import DataCfg, TrainCfg
 from alcore.experiment import fine_tune_and_save
-from tasks._common import CACHE, RETRY, ref
+from tasks._common import CACHE, GPU_TAG, RETRY, ref
 
 
-@task(name="fine_tune", cache_policy=CACHE, persist_result=True, **RETRY)
+@task(name="fine_tune", cache_policy=CACHE, persist_result=True, tags=[GPU_TAG], **RETRY)
 def fine_tune(
     encoder: dict[str, str],
     data: DataCfg,

@@ -13,7 +13,7 @@ from alcore.experiment import train_proxy as _train_proxy
 from tasks._common import CACHE
 
 
-@task(name="train_proxy", cache_policy=CACHE, persist_result=True, retries=1)
+@task(name="train_proxy", cache_policy=CACHE - "memory_budget", persist_result=True, retries=1)
 def train_proxy(
     features: dict[str, str],
     ids: np.ndarray,
@@ -23,9 +23,11 @@ def train_proxy(
     n_classes: int,
     seed: int,
     device: str,
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
-    """A fresh proxy trained on the labeled ids; returns it and the seconds it took."""
-    pool = load_features(features["path"])
+    """A fresh proxy trained on the labeled ids; returns it and the seconds it took (features larger
+    than ``memory_budget`` bytes are read by memory map: only the labeled rows are loaded)."""
+    pool = load_features(features["path"], memory_budget=memory_budget)
     with stopwatch() as t:
         model = _train_proxy(pool, ids, labels, proxy, n_classes=n_classes, seed=seed, device=device)
     return {"proxy": model, "seconds": t["seconds"]}

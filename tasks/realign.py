@@ -12,7 +12,7 @@ from alcore.experiment import load_features
 from tasks._common import CACHE
 
 
-@task(name="decide_realign", cache_policy=CACHE, persist_result=True)
+@task(name="decide_realign", cache_policy=CACHE - "memory_budget", persist_result=True)
 def decide_realign(
     trigger: str,
     trigger_params: dict[str, Any],
@@ -22,6 +22,8 @@ def decide_realign(
     *,
     round: int,
     history: list[dict[str, Any]],
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
     """``{"fire": bool, "reason": str, <indicator>: float, ...}`` (logged per round)."""
-    return _decide(trigger, trigger_params, load_features(features["path"]), ids, labels, round=round, history=history)
+    pool = load_features(features["path"], memory_budget=memory_budget)
+    return _decide(trigger, trigger_params, pool, ids, labels, round=round, history=history)

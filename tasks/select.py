@@ -11,7 +11,7 @@ from alcore.experiment import load_features, load_pretext_losses, select_batch, 
 from tasks._common import CACHE
 
 
-@task(name="select", cache_policy=CACHE - "proxy", persist_result=True, retries=1)
+@task(name="select", cache_policy=CACHE - "proxy" - "memory_budget", persist_result=True, retries=1)
 def select(
     strategy: str,
     strategy_params: dict[str, Any],
@@ -28,13 +28,15 @@ def select(
     n_rounds: int | None = None,
     pretext: dict[str, str] | None = None,
     exclude: np.ndarray | None = None,
+    memory_budget: int | None = None,
 ) -> dict[str, Any]:
     """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key), never
-    one of ``exclude`` (ids out with annotators).
+    one of ``exclude`` (ids out with annotators). Features larger than ``memory_budget`` bytes are
+    read by memory map (the same ids either way).
 
     ``pretext``: a ref to the pretext-loss file, for strategies that need ``pretext_loss``.
     """
-    pool = load_features(features["path"])
+    pool = load_features(features["path"], memory_budget=memory_budget)
     extras = {"pretext_loss": load_pretext_losses(pretext["path"], pool.ids)} if pretext else None
     with stopwatch() as t:
         ids = select_batch(

@@ -49,3 +49,34 @@ def test_digest_tracks_sections():
     a, b = Params(), parse_params({"al": {"rounds": 3}})
     assert a.digest("data") == b.digest("data")
     assert a.digest("al") != b.digest("al")
+
+
+def test_feature_runner_and_pools_are_checked():
+    p = parse_params({"features": {"shards": 4, "runner": "dask", "workers": 2}})
+    assert p.features.sharded and p.features.memory_budget_bytes == 2048 * 2**20
+    assert not Params().features.sharded  # the default: one task in the flow's thread, as before
+    with pytest.raises(ConfigError, match="features.runner"):
+        parse_params({"features": {"runner": "ray"}})
+    with pytest.raises(ConfigError, match="needs features.runner=dask"):
+        parse_params({"features": {"address": "tcp://h:8786"}})
+    with pytest.raises(ConfigError, match="features.shards"):
+        parse_params({"features": {"shards": 0}})
+    with pytest.raises(ConfigError, match="orchestration.gpu_pool"):
+        parse_params({"orchestration": {"gpu_pool": "two words"}})
+    with pytest.raises(ConfigError, match="orchestration.dispatch"):
+        parse_params({"orchestration": {"dispatch": "cloud"}})
+
+
+def test_where_the_work_runs_does_not_change_the_experiment():
+    """A saved experiment resumes after changing the runner, shards, memory budget or pools."""
+    from flows.active_learning import experiment_digest
+
+    base = parse_params({})
+    moved = parse_params(
+        {
+            "features": {"shards": 8, "runner": "dask", "workers": 4, "memory_budget_mb": 1},
+            "orchestration": {"gpu_pool": "a100", "dispatch": "pools"},
+        }
+    )
+    assert experiment_digest(base) == experiment_digest(moved)
+    assert experiment_digest(base) != experiment_digest(parse_params({"features": {"batch_size": 64}}))
