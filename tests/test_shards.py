@@ -218,8 +218,11 @@ def clustered(tmp_path_factory):
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_strategies_pick_the_same_ids_from_a_memory_map(clustered, name):
     runs, lab_ids, lab_y = clustered
+    extras = {"pretext_loss": np.sin(np.arange(600.0))}  # any per-sample side array (PT4AL reads it)
     got = [
-        select_batch(name, {}, fs, lab_ids, lab_y, 25, n_classes=4, proxy=proxy, seed=1, round=2).tolist()
+        select_batch(
+            name, {}, fs, lab_ids, lab_y, 25, n_classes=4, proxy=proxy, seed=1, round=2, n_rounds=4, extras=extras
+        ).tolist()
         for fs, proxy in runs
     ]
     assert got[0] == got[1] and len(set(got[0])) == 25
