@@ -119,11 +119,12 @@ def _medoid(Z: np.ndarray) -> int:
     """Row of ``Z`` with the smallest sum of distances to the other rows (chunked)."""
     if Z.shape[0] <= 2:
         return 0
+    from alcore.strategies._common import CHUNK, sq_dists, sq_norms
+
     sums = np.empty(Z.shape[0])
-    sq = np.einsum("ij,ij->i", Z, Z)
-    for s in range(0, Z.shape[0], 2048):
-        d2 = sq[s : s + 2048, None] - 2 * Z[s : s + 2048] @ Z.T + sq[None]
-        sums[s : s + 2048] = np.sqrt(np.maximum(d2, 0)).sum(axis=1)
+    sq = sq_norms(Z)
+    for s in range(0, Z.shape[0], CHUNK):
+        sums[s : s + CHUNK] = np.sqrt(sq_dists(Z[s : s + CHUNK], sq[s : s + CHUNK], Z, sq)).sum(axis=1)
     return int(np.argmin(sums))
 
 

@@ -44,18 +44,16 @@ def l2_normalize(X: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return X / np.maximum(norms, eps)[:, None]
 
 
-def _nearest(X: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the nearest centre of every row of ``X`` and the squared distance to it."""
+def _nearest(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre of every row of ``X``."""
     cn = np.einsum("ij,ij->i", centers, centers)
     idx = np.empty(X.shape[0], dtype=np.int64)
-    dist = np.empty(X.shape[0], dtype=np.float64)
     for s in range(0, X.shape[0], _CHUNK):
         xb = np.asarray(X[s : s + _CHUNK], dtype=np.float64)
         d = cn[None, :] - 2.0 * (xb @ centers.T)
         d += np.einsum("ij,ij->i", xb, xb)[:, None]
         idx[s : s + len(xb)] = d.argmin(axis=1)
-        dist[s : s + len(xb)] = np.maximum(d[np.arange(len(xb)), idx[s : s + len(xb)]], 0.0)
-    return idx, dist
+    return idx
 
 
 def _means(X: np.ndarray, labels: np.ndarray, k: int, previous: np.ndarray) -> np.ndarray:
@@ -142,7 +140,7 @@ def constrained_kmeans(
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - it is read after the loop
-        new, _ = _nearest(X[free], centers) if free.size else (np.empty(0, dtype=np.int64), None)
+        new = _nearest(X[free], centers) if free.size else np.empty(0, dtype=np.int64)
         if it > 1 and np.array_equal(new, labels[free]):
             converged = True
             break

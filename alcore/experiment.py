@@ -411,8 +411,12 @@ def pretext_needed(p: Any) -> bool:
     ``al.strategy`` or a strategy of ``compare.strategies`` requires ``pretext_loss``."""
     if p.pretext.when != "auto":
         return p.pretext.when == "always"
-    names = [p.al.strategy, *getattr(getattr(p, "compare", None), "strategies", [])]
-    return any(strategy_needs_pretext(n) for n in names)
+    return any(strategy_needs_pretext(n) for n in run_strategies(p))
+
+
+def run_strategies(p: Any) -> list[str]:
+    """Every strategy a run of ``p`` may select with: ``al.strategy`` and ``compare.strategies``."""
+    return [p.al.strategy, *getattr(getattr(p, "compare", None), "strategies", [])]
 
 
 def pretext_and_save(
@@ -481,10 +485,7 @@ def load_pretext_losses(path: str | os.PathLike[str], pool_ids: np.ndarray) -> n
                 fix="set pretext.when=auto (or always) and run the pretext stage (dvc repro, or alcore run)",
             )
         )
-    out = np.empty(len(pool_ids), dtype=np.float32)
-    pos = positions_of(np.asarray(pool_ids, dtype=np.int64), ids)
-    out[:] = losses[pos]
-    return out
+    return losses[positions_of(np.asarray(pool_ids, dtype=np.int64), ids)]
 
 
 def extract_and_save_features(
@@ -778,8 +779,7 @@ def validate_names(p: Any) -> None:
             )
         )
     make_strategy(p.al.strategy, **p.al.strategy_params)
-    names = [p.al.strategy, *getattr(getattr(p, "compare", None), "strategies", [])]
-    if p.pretext.when == "never" and any(strategy_needs_pretext(n) for n in names):
+    if p.pretext.when == "never" and any(strategy_needs_pretext(n) for n in run_strategies(p)):
         raise ConfigError(
             problem(
                 "pretext.when=never but a strategy of this run reads the pretext loss (pt4al)",

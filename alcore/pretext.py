@@ -30,6 +30,7 @@ from alcore.device import autocast, resolve_device
 from alcore.encoders import Encoder
 from alcore.errors import ConfigError, DataError, problem
 from alcore.idtable import read_id_table, write_id_table
+from alcore.training import _augment
 
 __all__ = [
     "RotationNet",
@@ -63,13 +64,6 @@ class RotationNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
-
-
-def _augment_shift(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Random shifts by up to 1/8 of the side (pad with the edge, crop): keeps rotations unambiguous."""
-    from alcore.training import _augment
-
-    return _augment(x, "crop", gen)
 
 
 def train_rotation(
@@ -126,7 +120,7 @@ def train_rotation(
         def batch_loss(positions: np.ndarray) -> Tensor:
             x = split.load_batch(positions, preprocess).to(dev)
             if augment:
-                x = _augment_shift(x, gen)
+                x = _augment(x, "crop", gen)  # shifts only: flips would blur the rotation targets
             views, targets = rotate4(x)
             with autocast(dev):
                 logits = model(views)
