@@ -18,8 +18,8 @@ from alcore.errors import AlcoreError
 
 if TYPE_CHECKING:
     from alcore.config import Params
-    from alcore.experiment import ExperimentState
     from alcore.layout import Layout
+    from alcore.run_state import ExperimentState
 
 app = typer.Typer(
     help="Efficient active learning on pre-trained vision models: proxy selection on pre-computed features.",
@@ -59,6 +59,12 @@ def _params(params: Path, set_: list[str] | None) -> Params:
         _fail(e)
 
 
+def _check(p: Params) -> None:
+    from alcore.checks import check_params
+
+    check_params(p)
+
+
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn``; an alcore error is printed with its fix (exit code 2)."""
     try:
@@ -78,6 +84,7 @@ def run(
 ) -> None:
     """Run the pipeline (or one stage) as Prefect flows; resumes an interrupted experiment."""
     p = _params(params, set_)
+    _call(_check, p)  # every name and parameter, before Prefect is even imported
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     stages = _flow("flows.pipeline", "STAGES")
     if stage not in (*stages, "all"):
@@ -105,10 +112,10 @@ def as3l(
 def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Print an experiment's per-round table and totals from its saved state."""
     from alcore.config import load_params
-    from alcore.experiment import ExperimentState
     from alcore.layout import Layout
     from alcore.ledger import format_table
     from alcore.report import describe_results, round_rows
+    from alcore.run_state import ExperimentState
 
     try:
         p = load_params(params, set_ or [])
@@ -128,13 +135,19 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="strategies, datasets, encoders, modes or triggers")] = "strategies",
+    what: Annotated[
+        str, typer.Argument(help="strategies, pipelines, datasets, encoders, modes or triggers")
+    ] = "strategies",
 ) -> None:
-    """List the registered strategies, datasets, encoder architectures or training modes."""
+    """List the registered strategies, pipelines, datasets, encoder architectures, training modes or triggers."""
     if what == "strategies":
         from alcore.strategies import STRATEGIES
 
         names = STRATEGIES.names()
+    elif what == "pipelines":
+        from alcore.rounds import PIPELINES
+
+        names = PIPELINES.names()
     elif what == "datasets":
         from alcore.datasets import DATASETS
 
@@ -152,22 +165,21 @@ def list_(
 
         names = TRIGGERS.names()
     else:
-        _fail(AlcoreError(f"cannot list {what!r}. Allowed: strategies, datasets, encoders, modes, triggers."))
+        _fail(
+            AlcoreError(f"cannot list {what!r}. Allowed: strategies, pipelines, datasets, encoders, modes, triggers.")
+        )
     for n in names:
         typer.echo(n)
 
 
 @app.command()
 def check(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Validate the parameters file and print the resolved parameters."""
+    """Validate the parameters file (values, every registry name and the parameters each entry
+    declares) and print the resolved parameters."""
     import yaml
 
-    from alcore.config import load_params
-
-    try:
-        p = load_params(params, set_ or [])
-    except AlcoreError as e:
-        _fail(e)
+    p = _params(params, set_)
+    _call(_check, p)
     typer.echo(yaml.safe_dump(p.model_dump(mode="json"), sort_keys=False))
 
 
@@ -187,8 +199,8 @@ def label_cycle(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) ->
 
 def _labeling_state(params: Path, set_: list[str] | None) -> tuple[Params, Layout, ExperimentState]:
     from alcore.config import load_params
-    from alcore.experiment import ExperimentState
     from alcore.layout import Layout
+    from alcore.run_state import ExperimentState
 
     p = load_params(params, set_ or [])  # an error here is reported by the caller
     L = Layout()

@@ -128,10 +128,10 @@ class ProxyCfg(_Model):
 
 
 class ALCfg(_Model):
-    pipeline: Literal["standard", "svpp", "asvp"] = Field(
+    pipeline: str = Field(
         "svpp",
         description="standard: fine-tune + score with the network every round; svpp: proxy on fixed features; "
-        "asvp: svpp + realign the features when the trigger fires",
+        "asvp: svpp + realign the features when the trigger fires (alcore list pipelines)",
     )
     strategy: str = "margin"
     strategy_params: dict[str, Any] = Field(default_factory=dict)
@@ -247,7 +247,9 @@ class CostCfg(_Model):
 class CompareCfg(_Model):
     """The ``compare`` flow: pipelines x strategies x seeds on one dataset and encoder."""
 
-    pipelines: list[Literal["standard", "svpp", "asvp"]] = Field(default_factory=lambda: ["standard", "svpp", "asvp"])
+    pipelines: list[str] = Field(
+        default_factory=lambda: ["standard", "svpp", "asvp"], description="alcore list pipelines"
+    )
     strategies: list[str] = Field(default_factory=lambda: ["margin"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     target_fraction: float = Field(

@@ -7,6 +7,7 @@ lists (zstd), and a frozen :class:`FeatureSpec` in the file's key-value metadata
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from alcore._io import atomic_path
 from alcore.datasets.base import Split
 from alcore.device import autocast, resolve_device
 from alcore.errors import ConfigError, DataError, FeatureMismatchError, problem
+from alcore.idtable import IdIndex
 
 SPEC_KEY = b"alcore.feature_spec"
 FORMAT_VERSION = 1
@@ -109,6 +111,15 @@ class FeatureSet:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
+    @functools.cached_property
+    def index(self) -> IdIndex:
+        """The rows of ids (built once per feature set)."""
+        return IdIndex(self.ids)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """``(k,)`` int64 rows of ``ids`` (:class:`ConfigError` naming any that are missing)."""
+        return self.index.positions(ids, where="this feature set")
+
 
 @torch.inference_mode()
 def extract_features(
@@ -187,6 +198,11 @@ def read_spec(path: str | os.PathLike[str]) -> FeatureSpec:
             problem(f"{path} has no alcore feature spec", fix="write it with alcore.features.write_features")
         )
     return FeatureSpec.from_json(meta[SPEC_KEY])
+
+
+def read_ids(path: str | os.PathLike[str]) -> np.ndarray:
+    """``(N,)`` int64 ids of a feature file, in row order (the features are not read)."""
+    return pq.read_table(path, columns=["id"]).column("id").to_numpy().astype(np.int64, copy=False)
 
 
 def read_features(

@@ -1,5 +1,12 @@
-"""Per-sample tables in Parquet: an ``id`` int64 column, named value columns, and a JSON spec of
-their provenance in the footer (pretext losses, AS3L priors). Written atomically."""
+"""Sample ids: the one index from ids to positions, and per-sample tables in Parquet.
+
+:class:`IdIndex` is how every part of alcore finds the rows of given ids in a fixed id order: the
+label state in the pool's order, a feature file in its row order, an oracle in its table, the
+selection in the features it reads. It sorts once and answers by binary search (O(k log N) per
+lookup, no per-id Python).
+
+A per-sample table holds an ``id`` int64 column, named value columns, and a JSON spec of their
+provenance in the footer (pretext losses, AS3L priors). Written atomically."""
 
 from __future__ import annotations
 
@@ -15,7 +22,58 @@ import pyarrow.parquet as pq
 from alcore._io import atomic_path
 from alcore.errors import ConfigError, DataError, FeatureMismatchError, problem
 
-__all__ = ["read_id_table", "write_id_table"]
+__all__ = ["IdIndex", "read_id_table", "write_id_table"]
+
+
+class IdIndex:
+    """Positions of ids in the fixed order ``ids`` (``(N,)`` int64, unique).
+
+    >>> IdIndex([30, 10, 20]).positions([20, 30]).tolist()
+    [2, 0]
+    """
+
+    def __init__(self, ids: Any) -> None:
+        self.ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.ids.ndim != 1:
+            raise ConfigError(problem(f"ids of shape {self.ids.shape}", allowed="a 1-D array of ids"))
+        self._order = np.argsort(self.ids, kind="stable")
+        self._sorted = self.ids[self._order]
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    def duplicates(self) -> np.ndarray:
+        """The ids that occur more than once (sorted; empty when all are unique)."""
+        dup = self._sorted[1:][self._sorted[1:] == self._sorted[:-1]]
+        return np.unique(dup)
+
+    def lookup(self, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions, found)``: where each of ``ids`` is, and whether it is there at all
+        (the position of an id not found is meaningless)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._sorted.size == 0:
+            return np.zeros(ids.size, dtype=np.int64), np.zeros(ids.size, dtype=bool)
+        at = np.minimum(np.searchsorted(self._sorted, ids), self._sorted.size - 1)
+        return self._order[at], self._sorted[at] == ids
+
+    def contains(self, ids: Any) -> np.ndarray:
+        """``(k,)`` bool: which of ``ids`` are in the index."""
+        return self.lookup(ids)[1]
+
+    def positions(self, ids: Any, *, error: type[Exception] = ConfigError, where: str = "this id order") -> np.ndarray:
+        """``(k,)`` int64 positions of ``ids``; ``error`` naming the first missing ones otherwise."""
+        pos, found = self.lookup(ids)
+        if not found.all():
+            missing = np.asarray(ids, dtype=np.int64)[~found]
+            more = f" ... ({missing.size} in all)" if missing.size > 5 else ""
+            raise error(
+                problem(
+                    f"ids not in {where}: {missing[:5].tolist()}{more}",
+                    allowed=f"ids of {where}",
+                    fix="check that the ids come from the same dataset and split",
+                )
+            )
+        return pos
 
 
 def write_id_table(

@@ -3,9 +3,9 @@
 Active-learning libraries leave "return ids, label elsewhere, come back" to their users. Here it is
 data and files:
 
-- :class:`LabelingLog` records every exported batch (round, ids, the proxy's pre-annotation) and
-  every imported file. It lives inside the experiment state and is saved in the same atomic write
-  as the labels and the cost ledger.
+- :class:`~alcore.run_state.LabelingLog` records every exported batch (round, ids, the proxy's
+  pre-annotation) and every imported file. It lives inside the run state
+  (:mod:`alcore.run_state`) and is saved in the same atomic write as the labels and the cost ledger.
 - :func:`render_job` turns a batch into a CSV (a spreadsheet to fill in) and a Label Studio
   task-import JSON (the image, the sample id, and the proxy's predicted class as a pre-annotation).
 - :func:`read_annotations` reads a filled CSV, a Label Studio CSV export, or a Label Studio JSON
@@ -28,7 +28,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import numpy as np
 
 from alcore._io import write_text_atomic
 from alcore.errors import ConfigError, LabelError, LabelImportError, problem
+from alcore.run_state import Batch, ExperimentState, LabelingLog
 from alcore.state import LabelState, as_int_ids
 
 __all__ = [
@@ -61,128 +62,6 @@ MAX_FILE_BYTES = 64 << 20
 MAX_LISTED = 25
 SUFFIXES = (".csv", ".json")
 _INT = re.compile(r"-?[0-9]+")
-
-
-# ---------------------------------------------------------------- the record
-@dataclass(frozen=True, eq=False)
-class Batch:
-    """One labeling job: the ids asked for in ``round`` and the proxy's guess for each.
-
-    Attributes:
-        round: the round the batch's labels belong to (>= 1).
-        ids: ``(k,)`` int64 distinct pool ids.
-        predicted: ``(k,)`` int64 predicted class index, -1 = no prediction (round 1 has no proxy).
-        confidence: ``(k,)`` float64 the proxy's probability of ``predicted`` (0 where none).
-    """
-
-    round: int
-    ids: np.ndarray
-    predicted: np.ndarray
-    confidence: np.ndarray
-
-    def __post_init__(self) -> None:
-        ids = as_int_ids(self.ids, "Batch.ids", LabelError)
-        predicted = as_int_ids(self.predicted, "Batch.predicted", LabelError)
-        # rounded as the state stores it: a job re-written from the saved state is byte-identical
-        confidence = np.round(np.asarray(self.confidence, dtype=np.float64).reshape(-1), 6)
-        if not (ids.size == predicted.size == confidence.size):
-            raise LabelError(
-                problem(
-                    f"Batch of {ids.size} ids with {predicted.size} predictions and {confidence.size} confidences",
-                    allowed="one prediction and one confidence per id",
-                )
-            )
-        if np.unique(ids).size != ids.size:
-            raise LabelError(problem("Batch ids hold duplicates", allowed="each id once"))
-        if not isinstance(self.round, int | np.integer) or self.round < 1:
-            raise LabelError(problem(f"Batch round={self.round!r}", allowed="an int >= 1"))
-        object.__setattr__(self, "round", int(self.round))
-        object.__setattr__(self, "ids", ids)
-        object.__setattr__(self, "predicted", predicted)
-        object.__setattr__(self, "confidence", confidence)
-
-    @classmethod
-    def unpredicted(cls, round: int, ids: np.ndarray) -> Batch:
-        ids = as_int_ids(ids, "ids", LabelError)
-        return cls(round, ids, np.full(ids.size, -1, np.int64), np.zeros(ids.size))
-
-    @property
-    def name(self) -> str:
-        """The file stem of its labeling job: ``batch-0003``."""
-        return f"batch-{self.round:04d}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "ids": self.ids.tolist(),
-            "predicted": self.predicted.tolist(),
-            "confidence": self.confidence.tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Batch:
-        try:
-            return cls(d["round"], d["ids"], d["predicted"], d["confidence"])
-        except (KeyError, TypeError) as e:
-            raise ConfigError(problem(f"not a labeling batch record ({e})", fix="load the file the run saved")) from e
-
-
-class LabelingLog:
-    """Every batch exported to annotators and every annotation file imported, in order.
-
-    The last batch is the *open* one. Ids of any batch that are not labeled yet are *requested*:
-    annotations for them are accepted whenever they come (a late label is never refused), and the
-    next selection never picks them again.
-    """
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-        self.imports: list[dict[str, Any]] = []
-
-    def __repr__(self) -> str:
-        return f"LabelingLog(batches={len(self.batches)}, imports={len(self.imports)})"
-
-    @property
-    def open_batch(self) -> Batch | None:
-        return self.batches[-1] if self.batches else None
-
-    def exported_ids(self) -> np.ndarray:
-        """``(k,)`` int64 ids of every batch, in export order."""
-        if not self.batches:
-            return np.zeros(0, dtype=np.int64)
-        return np.concatenate([b.ids for b in self.batches])
-
-    def requested_ids(self, labels: LabelState) -> np.ndarray:
-        """``(k,)`` int64 exported ids that are not labeled yet."""
-        ids = self.exported_ids()
-        return ids[labels.round_of(ids) == 0] if ids.size else ids
-
-    def add_batch(self, batch: Batch) -> None:
-        """Record a new open batch; refuses rounds that do not grow and ids asked for before."""
-        last = self.open_batch
-        if last is not None and batch.round <= last.round:
-            raise LabelError(problem(f"batch of round {batch.round} after round {last.round}", f"round > {last.round}"))
-        again = np.intersect1d(batch.ids, self.exported_ids())
-        if again.size:
-            raise LabelError(
-                problem(
-                    f"batch of round {batch.round} asks again for ids {again[:5].tolist()}",
-                    allowed="ids never exported before",
-                    fix="exclude the requested ids from the selection",
-                )
-            )
-        self.batches.append(batch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches": [b.to_json() for b in self.batches], "imports": [dict(r) for r in self.imports]}
-
-    @classmethod
-    def from_state_dict(cls, d: Mapping[str, Any] | None) -> LabelingLog:
-        out = cls()
-        for b in (d or {}).get("batches", []):
-            out.add_batch(Batch.from_json(b))
-        out.imports = [dict(r) for r in (d or {}).get("imports", [])]
-        return out
 
 
 # ---------------------------------------------------------------- jobs out
@@ -685,8 +564,6 @@ def ingest_inbox(
         ``problems`` (at most :data:`MAX_LISTED`), ``message`` (all problems; None when clean),
         ``sha256``, ``round``, ``moved_to``.
     """
-    from alcore.experiment import ExperimentState
-
     inbox = Path(inbox)
     records = []
     for path in inbox_files(inbox):

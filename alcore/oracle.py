@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from alcore.errors import ConfigError, LabelError, LabelImportError, problem
-from alcore.registry import Registry
+from alcore.idtable import IdIndex
+from alcore.registry import Extension, Registry
 from alcore.state import as_int_ids
-from alcore.strategies.base import Configurable, build
 
 if TYPE_CHECKING:
     from alcore.datasets.base import Split
     from alcore.labeling import Batch, ImportResult
     from alcore.state import LabelState
 
-__all__ = ["ORACLES", "HumanOracle", "LabelBatch", "Oracle", "SimulatedOracle", "make_oracle"]
+__all__ = ["ORACLES", "HumanOracle", "LabelBatch", "Oracle", "SimulatedOracle", "check_oracle", "make_oracle"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +57,7 @@ class LabelBatch:
         return int(self.ids.size)
 
 
-class Oracle(Configurable, ABC):
+class Oracle(Extension, ABC):
     """Answers label queries. Subclasses take keyword-only parameters (scikit-learn manners),
     including ``price_per_label`` (in dollars), and implement :meth:`query`."""
 
@@ -69,12 +69,12 @@ class Oracle(Configurable, ABC):
         """Labels for ``ids`` (``(k,)`` pool ids); may answer a subset of them."""
 
 
-ORACLES: Registry[type[Oracle]] = Registry("oracle")
+ORACLES: Registry[type[Oracle]] = Registry("oracle", where="the oracle section")
 
 
 def make_oracle(name: str, **params: Any) -> Oracle:
     """Build the oracle registered as ``name`` with ``params`` (unknown ones -> ConfigError)."""
-    return build(ORACLES, name, params)
+    return ORACLES.create(name, **params)
 
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -185,7 +185,7 @@ class SimulatedOracle(Oracle):
                 )
 
     def _build_table(self) -> None:
-        """Sorted copies of the known ids and their labels (learned state, built once)."""
+        """The index of the known ids and their labels (learned state, built once)."""
         ids = as_int_ids(self.ids, "SimulatedOracle ids", ConfigError)
         labels = as_int_ids(self.labels, "SimulatedOracle labels", ConfigError)
         if ids.size != labels.size:
@@ -195,9 +195,8 @@ class SimulatedOracle(Oracle):
                     allowed="one label per id",
                 )
             )
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        if sorted_ids.size > 1 and (sorted_ids[1:] == sorted_ids[:-1]).any():
+        index = IdIndex(ids)
+        if index.duplicates().size:
             raise ConfigError(problem("SimulatedOracle ids hold duplicates", allowed="unique ids"))
         if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
             raise ConfigError(
@@ -206,8 +205,8 @@ class SimulatedOracle(Oracle):
                     allowed=f"class indices in [0, {self.n_classes})",
                 )
             )
-        self.sorted_ids_ = sorted_ids
-        self.sorted_labels_ = labels[order]
+        self.index_ = index
+        self.labels_ = labels
 
     def true_labels(self, ids: np.ndarray) -> np.ndarray:
         """``(k,)`` int64 true labels of ``ids`` (no noise).
@@ -216,12 +215,10 @@ class SimulatedOracle(Oracle):
             LabelError: some ids are unknown to the oracle.
         """
         self._validate()
-        if not hasattr(self, "sorted_ids_"):
+        if not hasattr(self, "index_"):
             self._build_table()
         ids = as_int_ids(ids, "ids", LabelError)
-        known = self.sorted_ids_
-        at = np.minimum(np.searchsorted(known, ids), max(known.size - 1, 0))
-        found = known[at] == ids if known.size else np.zeros(ids.size, dtype=bool)
+        at, found = self.index_.lookup(ids)
         if not found.all():
             missing = ids[~found]
             raise LabelError(
@@ -232,7 +229,7 @@ class SimulatedOracle(Oracle):
                     fix="query only pool ids",
                 )
             )
-        return self.sorted_labels_[at]
+        return self.labels_[at]
 
     def query(self, ids: np.ndarray) -> LabelBatch:
         """Answer every id in ``ids``: the true label, or a noisy one (see the class docs)."""
@@ -304,11 +301,7 @@ class HumanOracle(Oracle):
         from alcore._io import atomic_path
         from alcore.labeling import image_reference
 
-        pool_ids = np.asarray(self.pool.ids, dtype=np.int64)
-        order = np.argsort(pool_ids, kind="stable")
-        pos = order[np.searchsorted(pool_ids, ids, sorter=order).clip(0, max(pool_ids.size - 1, 0))]
-        if ids.size and not np.array_equal(pool_ids[pos], ids):
-            raise LabelError(problem(f"ids not in the pool: {ids[pool_ids[pos] != ids][:5].tolist()}"))
+        pos = IdIndex(self.pool.ids).positions(ids, error=LabelError, where="the pool")
         paths = []
         for sid, i in zip(ids.tolist(), pos.tolist(), strict=True):
             if self.pool.paths is not None:
@@ -382,3 +375,16 @@ class HumanOracle(Oracle):
         if res.problems:
             raise LabelImportError(res.message())
         return LabelBatch(ids=res.ids, labels=res.labels)
+
+
+def check_oracle(cfg: Any, n_unlabeled: int) -> None:
+    """Refuse the simulated oracle (``cfg.name``) on a pool with images nobody has labeled: it has
+    no truth to reveal."""
+    if cfg.name == "simulated" and n_unlabeled:
+        raise ConfigError(
+            problem(
+                f"the simulated oracle reveals true labels, but {n_unlabeled} pool image(s) have none",
+                allowed="a fully labeled pool for oracle.name=simulated",
+                fix="set oracle.name: human and have people label them (alcore run, then alcore serve)",
+            )
+        )

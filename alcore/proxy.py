@@ -8,6 +8,8 @@ each round with SGD (momentum 0.9, Nesterov), cosine decay and cross entropy.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import numpy as np
@@ -218,3 +220,52 @@ class ProxyMLP:
 def warm_up() -> None:
     """Pay torch's one-time optimizer import (seconds) before anything is timed."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+PROXY_FORMAT = "alcore.proxy/1"
+
+
+def save_proxy(proxy: ProxyMLP, path: str | os.PathLike[str]) -> None:
+    """Write a fitted proxy as safetensors (its weights, BatchNorm statistics included) with its
+    parameters in the metadata: plain data that any process can read back, never a pickle."""
+    from safetensors.torch import save_file
+
+    from alcore._io import atomic_path
+
+    if not hasattr(proxy, "net_"):
+        raise ConfigError(problem("the proxy is not fitted", fix="call fit first"))
+    meta = {
+        "format": PROXY_FORMAT,
+        "params": json.dumps(proxy.get_params(), sort_keys=True),
+        "n_classes": str(proxy.n_classes_),
+        "n_features_in": str(proxy.n_features_in_),
+        "final_loss": repr(proxy.final_loss_),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in proxy.net_.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_proxy(path: str | os.PathLike[str], *, device: str = "cpu") -> ProxyMLP:
+    """Read a proxy written by :func:`save_proxy`, ready to predict."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from alcore.errors import WeightsError
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise WeightsError(problem(f"Cannot read the proxy file {path}: {e}", fix="train the proxy again")) from None
+    if meta.get("format") != PROXY_FORMAT:
+        raise WeightsError(problem(f"{path} is not an alcore proxy file", fix="pass a file written by save_proxy"))
+    params = {**json.loads(meta["params"]), "device": device}
+    proxy = ProxyMLP(**params)
+    d, c = int(meta["n_features_in"]), int(meta["n_classes"])
+    net = _MLP(d, proxy.hidden, c, proxy.dropout)
+    net.load_state_dict(load_file(str(path)), strict=True)
+    proxy.net_ = net.to(resolve_device(device)).eval()
+    proxy.n_classes_, proxy.n_features_in_ = c, d
+    proxy.final_loss_ = float(meta["final_loss"])
+    return proxy

@@ -23,8 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from alcore.errors import ConfigError, problem
-from alcore.registry import Registry
-from alcore.strategies.base import Configurable, build
+from alcore.registry import Each, Extension, Integral, Interval, Real, Registry
 
 __all__ = ["logme", "ped", "TRIGGERS", "Trigger", "Decision", "make_trigger"]
 
@@ -128,7 +127,7 @@ class Decision:
     reason: str = ""
 
 
-class Trigger(Configurable):
+class Trigger(Extension):
     """Decides after each round whether ASVP should fine-tune and re-extract the features.
 
     ``decide`` gets the labeled features on the *current* features and the history of earlier
@@ -144,7 +143,7 @@ class Trigger(Configurable):
         raise NotImplementedError
 
 
-TRIGGERS: Registry[type[Trigger]] = Registry("realignment trigger")
+TRIGGERS: Registry[type[Trigger]] = Registry("realignment trigger", where="al.trigger_params")
 
 
 @TRIGGERS.register("never")
@@ -176,6 +175,9 @@ class Schedule(Trigger):
 
     name = "schedule"
     needs_features = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "at": [Each(Interval(Integral, 1, None, closed="left"), min_len=1)]
+    }
 
     def __init__(self, *, at: tuple[int, ...] | list[int] = (500,)) -> None:
         self.at = at
@@ -200,6 +202,10 @@ class LogMEDrop(Trigger):
     """
 
     name = "logme_drop"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "tolerance": [Interval(Real, None, None)],
+        "min_labels": [Interval(Integral, 2, None, closed="left")],
+    }
 
     def __init__(self, *, tolerance: float = 0.0, min_labels: int = 50) -> None:
         self.tolerance = tolerance
@@ -229,6 +235,10 @@ class PEDGap(Trigger):
     """
 
     name = "ped_gap"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "threshold": [Interval(Real, None, None)],
+        "min_labels": [Interval(Integral, 2, None, closed="left")],
+    }
 
     def __init__(self, *, threshold: float = 0.5, min_labels: int = 50) -> None:
         self.threshold = threshold
@@ -250,4 +260,4 @@ class PEDGap(Trigger):
 
 def make_trigger(name: str, **params: Any) -> Trigger:
     """The registered trigger ``name`` (unknown names and parameters raise with the valid ones)."""
-    return build(TRIGGERS, name, params)
+    return TRIGGERS.create(name, **params)

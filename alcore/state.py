@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from alcore.errors import ConfigError, LabelError, problem
+from alcore.idtable import IdIndex
 
 __all__ = ["LabelState"]
 
@@ -62,8 +63,8 @@ class LabelState:
         labeled_round: ``(N,)`` int32 read-only view; 0 = unlabeled, r >= 1 = labeled in round r.
         labels: ``(N,)`` int64 read-only view; -1 = unlabeled.
 
-    Lookups of ids are vectorised (``searchsorted`` on a sorted copy of the ids), so a call with
-    10^5 ids on a pool of 10^6 takes milliseconds.
+    Lookups of ids go through the pool's :class:`~alcore.idtable.IdIndex` (vectorised binary
+    search), so a call with 10^5 ids on a pool of 10^6 takes milliseconds.
     """
 
     def __init__(self, pool_ids: np.ndarray, n_classes: int) -> None:
@@ -78,21 +79,19 @@ class LabelState:
                     fix="pass the dataset's number of classes",
                 )
             )
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+        index = IdIndex(ids)
+        dup = index.duplicates()
         if dup.size:
             raise ConfigError(
                 problem(
-                    f"pool_ids holds duplicates: {_few(np.unique(dup))}",
+                    f"pool_ids holds duplicates: {_few(dup)}",
                     allowed="unique ids",
                     fix="give every pool sample its own id",
                 )
             )
         self._pool_ids = ids.copy()
         self._pool_ids.flags.writeable = False
-        self._order = order
-        self._sorted_ids = sorted_ids
+        self._index = index
         self.n_classes = int(n_classes)
         self._round = np.zeros(ids.size, dtype=np.int32)
         self._labels = np.full(ids.size, -1, dtype=np.int64)
@@ -164,12 +163,7 @@ class LabelState:
     def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions of ``ids`` in the pool and a mask of those found (positions of the missing
         ones are meaningless)."""
-        if self._sorted_ids.size == 0:
-            return np.zeros(ids.size, dtype=np.int64), np.zeros(ids.size, dtype=bool)
-        at = np.searchsorted(self._sorted_ids, ids)
-        at = np.minimum(at, self._sorted_ids.size - 1)
-        found = self._sorted_ids[at] == ids
-        return self._order[at], found
+        return self._index.lookup(ids)
 
     def positions_of(self, ids: np.ndarray) -> np.ndarray:
         """``(k,)`` int64 positions (rows of the pool's feature matrix) of ``ids``.

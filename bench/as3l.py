@@ -40,17 +40,24 @@ METHODS = ("a_random_sup", "b_random_fixmatch", "c_as3l", "d_as3l_fixmatch")
 
 
 def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, Any]:
+    import shutil
+
     from alcore.as3l import train_on_priors
-    from alcore.config import TrainCfg
+    from alcore.config import Params, TrainCfg
     from alcore.encoders import load_encoder
-    from alcore.experiment import as3l_priors, derive_seed, fine_tune, positions_of, select_batch
+    from alcore.idtable import IdIndex
+    from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
+    from alcore.seeding import derive_seed
     from alcore.semi import train_semi
+    from alcore.steps import as3l_priors, train_network
     from alcore.training import evaluate
 
     data, pool, test = prep["data"], prep["pool"], prep["test"]
-    enc = load_encoder(prep["work"] / "encoder.safetensors")
+    work = prep["work"]
+    enc = load_encoder(work / "encoder.safetensors")
     truth = np.asarray(data.pool.labels)
-    test_y = np.asarray(data.test.labels)[positions_of(test.ids, np.asarray(data.test.ids))]
+    pool_index = IdIndex(data.pool.ids)
+    test_y = np.asarray(data.test.labels)[IdIndex(data.test.ids).positions(test.ids)]
     cfg = TrainCfg(
         lp_epochs=args.lp_epochs,
         ft_epochs=args.ft_epochs,
@@ -61,12 +68,21 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
     )
     rng = np.random.default_rng(derive_seed(seed, "random-labels", budget))
     out: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    empty = np.empty(0, dtype=np.int64)
-    as3l_ids = select_batch(
-        "as3l", {}, pool, empty, empty, budget, n_classes=data.n_classes, proxy=None, seed=seed, round=1
+    # AS3L's one-shot selection: round 1 of the learner with the as3l strategy, as the as3l flow runs it
+    p = Params.model_validate(
+        {
+            "experiment": {"name": "bench-as3l", "seed": seed, "device": "cpu", "progress": False},
+            "data": prep["data_cfg"].model_dump(),
+            "al": {"strategy": "as3l", "initial": budget, "rounds": 1},
+        }
     )
-    t_select = time.perf_counter() - t0
+    inputs = RunInputs.from_files(
+        p.data, pool=work / "pool.parquet", test=work / "test.parquet", encoder=work / "encoder.safetensors"
+    )
+    run_dir = work / "runs" / f"as3l-{budget}-s{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    query = ActiveLearner.open(p, inputs, PlainSteps(), run_dir=run_dir).query(1, budget)
+    as3l_ids, t_select = query.ids, query.seconds["scoring"]
     choices = {"random": rng.choice(np.asarray(data.pool.ids), size=budget, replace=False), "as3l": as3l_ids}
     every = max(1, args.steps // 3)
 
@@ -75,12 +91,12 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
 
     for method in args.methods:
         ids = choices["random" if method.startswith(("a_", "b_")) else "as3l"]
-        pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids))
+        pos = pool_index.positions(ids)
         labs = truth[pos]  # the oracle's answers for the chosen ids only
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"classes_covered": int(np.unique(labs).size)}
         if method == "a_random_sup":
-            model = fine_tune(enc, data, ids, labs, cfg, mode="lpft", seed=seed, device="cpu", progress=False)
+            model = train_network(enc, data, ids, labs, cfg, mode="lpft", seed=seed, device="cpu", progress=False)
             rec["accuracy"] = evaluate(model, data.test, device="cpu")["accuracy"]
         else:
             priors = None
@@ -88,7 +104,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
                 priors = as3l_priors(enc, data, pos, labs, cfg, seed=seed, device="cpu")
                 rec["prior_accuracy_on_pool"] = float((priors.labels == truth).mean())
                 tp = time.perf_counter()
-                order = positions_of(pool.ids, np.asarray(data.pool.ids))
+                order = pool_index.positions(pool.ids)
                 pr = type(priors)(labels=priors.labels[order], confidence=priors.confidence[order])
                 clf = train_on_priors(pool.X, pr, data.n_classes, random_state=seed, device="cpu")
                 rec["prior_baseline_accuracy"] = float((clf.predict(test.X) == test_y).mean())

@@ -74,7 +74,7 @@ def _setup(work: Path, fmnist: Path, max_pool: int) -> tuple[dict[str, Any], dic
     )
     import flows  # noqa: F401 - the remaining project defaults
     from alcore.encoders import create_encoder, save_encoder
-    from tasks._common import ref
+    from alcore.keys import ref
 
     ckpt = next((SHARED / "weights" / "cifar10-resnet").glob("resnet20-*.th"), None)
     enc = create_encoder("cifar_resnet20", weights=ckpt)

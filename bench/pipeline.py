@@ -65,107 +65,53 @@ def configs(fmnist_root: Path) -> dict[str, dict[str, Any]]:
 
 
 def clear_process_caches() -> None:
-    import alcore.experiment as ex
+    import alcore.steps as st
 
-    ex._load_dataset_cached.cache_clear()
-    ex._read_features_cached.cache_clear()
+    st._load_dataset_cached.cache_clear()
+    st._read_features_cached.cache_clear()
 
 
 def plain_loop(p: Any, root: Path) -> dict[str, Any]:
-    """The same alcore calls as the flows, in a plain loop: no Prefect, no MLflow."""
-    import numpy as np
-
-    from alcore import experiment as ex
-    from alcore import report
+    """The same steps as the flows, as plain calls: no Prefect, no MLflow. The stages are the
+    library's file-level steps; the rounds are the same :class:`~alcore.rounds.ActiveLearner` the
+    flow drives, with :class:`~alcore.rounds.PlainSteps`."""
+    from alcore import report, steps
     from alcore._io import write_json_atomic
-    from alcore.layout import Layout
+    from alcore.checks import check_features_match_encoder, check_params
+    from alcore.keys import ref
+    from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
 
     L = Layout(root)
     seed, dev = p.experiment.seed, p.experiment.device
-    ex.validate_names(p)
-    info = ex.describe_data(p.data)
+    check_params(p)
+    info = steps.describe_data(p.data)
     write_json_atomic(L.dataset, info)
-    enc_s = ex.build_and_save_encoder(p.encoder, p.data, seed=seed, device=dev, progress=False, out=L.encoder)
-    feat_s = {
-        s: ex.extract_and_save_features(
-            L.encoder, p.data, s, batch_size=p.features.batch_size, device=dev, progress=False, out=L.features(s)
-        )
-        for s in ("pool", "test")
-    }
-    pool, test = ex.load_features(L.features("pool")), ex.load_features(L.features("test"))
-    ex.check_features_match_encoder(L.encoder, pool.spec)
-    data = ex.load_data(p.data)
-    n_classes = info["n_classes"]
-    state = ex.open_state(
-        L.state(p.experiment.name),
-        config_digest="plain",
-        pool_ids=pool.ids,
-        n_classes=n_classes,
-        price_per_label=p.oracle.price_per_label,
-        price_per_hour=p.cost.price_per_hour,
+    enc = steps.build_encoder(
+        p.encoder, p.data, info["fingerprint"], seed=seed, device=dev, out=str(L.encoder), progress=False
     )
-    state.ledger.record(0, "pretraining", enc_s)
-    state.ledger.record(0, "extraction", feat_s["pool"])
-    oracle = ex.make_oracle_for(p.oracle, data, seed=seed)
-    proxy, pending = None, 0.0
-    schedule = p.al.schedule()
-    for r in range(1, len(schedule) + 1):
-        strat, sparams = ex.round_strategy(p.al, r)
-        ids = state.labels.labeled_ids
-        labs = state.labels.labels_of(ids) if len(ids) else np.empty(0, np.int64)
-        with ex.stopwatch() as t:
-            sel = ex.select_batch(
-                strat,
-                sparams,
-                pool,
-                ids,
-                labs,
-                schedule[r - 1],
-                n_classes=n_classes,
-                proxy=proxy,
-                seed=ex.derive_seed(seed, "select", r),
-                round=r,
-            )
-        ans = oracle.query(sel)
-        state.commit(r, ans.ids, ans.labels, {"proxy_training": pending, "scoring": t["seconds"]})
-        state.save(L.state(p.experiment.name))
-        ids = state.labels.labeled_ids
-        with ex.stopwatch() as t:
-            proxy = ex.train_proxy(
-                pool,
-                ids,
-                state.labels.labels_of(ids),
-                p.proxy,
-                n_classes=n_classes,
-                seed=ex.derive_seed(seed, "proxy", r),
-                device=dev,
-            )
-        pending = t["seconds"]
-        state.records[r] = {"proxy_accuracy": ex.proxy_accuracy(proxy, test, np.asarray(data.test.labels))}
-        state.save(L.state(p.experiment.name))
-    ids = state.labels.labeled_ids
-    ft_s = ex.fine_tune_and_save(
-        L.encoder,
+    feats = PlainSteps(device=dev).extract(
+        ref(L.encoder),
         p.data,
-        ids,
-        state.labels.labels_of(ids),
-        p.train,
-        mode=p.train.mode,
-        seed=ex.derive_seed(seed, "final"),
-        device=dev,
-        progress=False,
-        out=L.final_model(p.experiment.name),
+        info["fingerprint"],
+        {s: str(L.features(s)) for s in ("pool", "test")},
+        batch_size=p.features.batch_size,
     )
-    ev = ex.evaluate_saved_model(L.final_model(p.experiment.name), p.data, device=dev)
-    state.ledger.record(len(schedule), "final_training", ft_s)
-    state.final = {"accuracy": ev["accuracy"], "mode": p.train.mode, "labels": int(len(ids))}
-    state.save(L.state(p.experiment.name))
-    rows = report.round_rows(state)
+    inputs = RunInputs.from_layout(p, L)
+    check_features_match_encoder(L.encoder, steps.load_features(L.features("pool")).spec)
+    learner = ActiveLearner.open(
+        p,
+        inputs,
+        PlainSteps(device=dev, memory_budget=p.features.memory_budget_bytes),
+        run_dir=L.run_dir(p.experiment.name),
+        setup=lambda: {"pretraining": enc["seconds"], "extraction": feats["pool"]["seconds"]},
+    )
+    out = learner.run()
+    rows = report.round_rows(learner.state)
     report.write_rounds_csv(rows, L.rounds_csv)
-    report.write_metrics(state, L.metrics)
-    report.plot_accuracy(rows, state.final, L.accuracy_plot)
+    report.write_metrics(learner.state, L.metrics)
+    report.plot_accuracy(rows, learner.state.final, L.accuracy_plot)
     report.plot_costs(rows, L.cost_plot)
-    return report.summary(state)
+    return out
 
 
 def extraction_throughput(p: Any, root: Path, repeats: int = 2) -> dict[str, float]:
@@ -174,8 +120,8 @@ def extraction_throughput(p: Any, root: Path, repeats: int = 2) -> dict[str, flo
     import torch
 
     from alcore.encoders import load_encoder
-    from alcore.experiment import load_data
     from alcore.features import extract_features
+    from alcore.steps import load_data
 
     enc = load_encoder(Layout(root).encoder).eval()
     split = load_data(p.data).pool
@@ -226,9 +172,9 @@ def main() -> int:
 
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # pay torch's one-time optimizer import up front
     from alcore.config import parse_params
-    from alcore.experiment import ExperimentState
     from alcore.ledger import format_table
     from alcore.report import round_rows
+    from alcore.run_state import ExperimentState
     from flows.pipeline import pipeline
 
     cfgs = configs(args.fmnist_root)

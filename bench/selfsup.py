@@ -63,15 +63,9 @@ def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
     """Encoder (SimCLR on the pool), pool/test features and pretext losses, cached in ``work``."""
     from alcore.config import DataCfg, EncoderCfg, PretextCfg
     from alcore.encoders import load_encoder, save_encoder
-    from alcore.experiment import (
-        build_encoder,
-        compute_features,
-        load_data,
-        load_pretext_losses,
-        pretext_and_save,
-        stopwatch,
-    )
     from alcore.features import read_features, write_features
+    from alcore.keys import ref
+    from alcore.steps import compute_features, load_data, pretext_losses, pretrained_encoder, stopwatch
 
     dc = DataCfg(**data_cfg(setting, args))
     ec = EncoderCfg(arch=args.arch, ssl={"method": "simclr", "epochs": args.ssl_epochs, "batch_size": 256})
@@ -86,7 +80,7 @@ def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
     enc_path = work / "encoder.safetensors"
     if not enc_path.is_file():
         with stopwatch() as t:
-            enc = build_encoder(ec, data, seed=args.seed_ssl, device="auto", progress=False)
+            enc = pretrained_encoder(ec, data, seed=args.seed_ssl, device="auto", progress=False)
         save_encoder(enc, enc_path)
         times["simclr"] = t["seconds"]
     enc = load_encoder(enc_path)
@@ -99,62 +93,51 @@ def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
             times[f"extract_{split}"] = t["seconds"]
     pre = work / "pretext.parquet"
     if not pre.is_file():
-        times["pretext"] = pretext_and_save(
-            enc_path, dc, pc, seed=args.seed_ssl, device="auto", progress=False, out=pre
-        )
+        times["pretext"] = pretext_losses(
+            ref(enc_path), dc, data.fingerprint(), pc, seed=args.seed_ssl, device="auto", progress=False, out=str(pre)
+        )["seconds"]
     (work / "times.json").write_text(json.dumps(times, indent=2))
     pool, test = read_features(work / "pool.parquet"), read_features(work / "test.parquet")
-    return {
-        "data": data,
-        "pool": pool,
-        "test": test,
-        "pretext": load_pretext_losses(pre, pool.ids),
-        "times": times,
-        "work": work,
-    }
+    return {"data": data, "data_cfg": dc, "pool": pool, "test": test, "times": times, "work": work}
 
 
 def run_loop(prep: dict[str, Any], strategy: str, seed: int, budgets: list[int], args: argparse.Namespace) -> dict:
-    """One active-learning run: proxy test accuracy and selection seconds at every budget."""
-    from alcore.config import ProxyCfg
-    from alcore.experiment import derive_seed, positions_of, proxy_accuracy, select_batch, train_proxy
-    from alcore.strategies import STRATEGIES
+    """One active-learning run of the learner (SVPp on the frozen features, plain calls, a fresh
+    proxy each round): proxy test accuracy and selection seconds at every budget."""
+    import shutil
 
-    data, pool, test = prep["data"], prep["pool"], prep["test"]
-    truth = np.asarray(data.pool.labels)[positions_of(pool.ids, np.asarray(data.pool.ids))]
-    test_y = np.asarray(data.test.labels)[positions_of(test.ids, np.asarray(data.test.ids))]
-    pcfg = ProxyCfg(hidden=args.hidden, epochs=args.proxy_epochs)
-    ids = np.empty(0, dtype=np.int64)
-    labs = np.empty(0, dtype=np.int64)
-    acc, secs = [], []
-    proxy = None
+    from alcore.config import Params
+    from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
+
+    work = prep["work"]
     base, params = parse_strategy(strategy)
-    for r, total in enumerate(budgets, start=1):
-        cold = r > 1 or STRATEGIES.get(base).cold_start
-        name, sp = (base, params) if cold else ("random", {})
-        t0 = time.perf_counter()
-        new = select_batch(
-            name,
-            sp,
-            pool,
-            ids,
-            labs,
-            total - ids.size,
-            n_classes=data.n_classes,
-            proxy=proxy,
-            seed=derive_seed(seed, "select", r),
-            round=r,
-            n_rounds=len(budgets),
-            extras={"pretext_loss": prep["pretext"]},
-        )
-        secs.append(time.perf_counter() - t0)
-        ids = np.concatenate([ids, new])
-        labs = truth[positions_of(ids, pool.ids)]
-        proxy = train_proxy(
-            pool, ids, labs, pcfg, n_classes=data.n_classes, seed=derive_seed(seed, "proxy", r), device="cpu"
-        )
-        acc.append(proxy_accuracy(proxy, test, test_y))
-    return {"accuracy": acc, "select_seconds": secs, "classes_covered": int(np.unique(labs).size)}
+    p = Params.model_validate(
+        {
+            "experiment": {"name": "bench", "seed": seed, "device": "cpu", "progress": False},
+            "data": prep["data_cfg"].model_dump(),
+            "proxy": {"hidden": args.hidden, "epochs": args.proxy_epochs},
+            "al": {"pipeline": "svpp", "strategy": base, "strategy_params": params, "rounds": len(budgets)},
+        }
+    )
+    inputs = RunInputs.from_files(
+        p.data,
+        pool=work / "pool.parquet",
+        test=work / "test.parquet",
+        encoder=work / "encoder.safetensors",
+        pretext=work / "pretext.parquet",
+    )
+    run_dir = work / "runs" / f"{strategy.replace(':', '_')}-s{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # every run starts afresh
+    schedule = [budgets[0], *np.diff(budgets).tolist()]
+    learner = ActiveLearner.open(p, inputs, PlainSteps(), run_dir=run_dir, schedule=schedule)
+    learner.run(final=False)
+    st = learner.state
+    rows = {r["round"]: r for r in st.ledger.rows()}
+    return {
+        "accuracy": [st.records[r]["proxy_accuracy"] for r in range(1, len(budgets) + 1)],
+        "select_seconds": [rows[r]["seconds_scoring"] for r in range(1, len(budgets) + 1)],
+        "classes_covered": int(np.unique(st.labels.labels_of(st.labels.labeled_ids)).size),
+    }
 
 
 def table(budgets: list[int], res: dict[str, list[dict]]) -> tuple[str, dict[str, list[int]]]:

@@ -1,16 +1,20 @@
-"""Small helpers shared by the flows."""
+"""Small helpers shared by the flows: artifact freshness, stage sidecars, console lines, and the
+command line of a flow module run as a script (``python -m flows.NAME``, what ``dvc.yaml`` runs)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alcore._io import file_digest
-from alcore.errors import DataError, problem
+from alcore.config import Params, load_params
+from alcore.errors import AlcoreError, DataError, problem
 
 
 def is_fresh(r: dict[str, str]) -> bool:
@@ -43,3 +47,26 @@ def archive(path: Path) -> Path:
 
 def say(msg: str = "") -> None:
     print(msg, file=sys.stdout, flush=True)
+
+
+def flow_main(
+    prog: str,
+    argv: list[str] | None,
+    run: Callable[[Params, argparse.Namespace], Any],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """``python -m flows.NAME [--params FILE] [--set key=value ...] [options]``: read and validate
+    the parameters, then ``run(params, args)``. An alcore error prints ``error: ...`` with its fix
+    and exits 2 (as ``alcore`` does)."""
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument("--params", "-p", default="params.yaml", help="the parameters file")
+    ap.add_argument("--set", "-s", action="append", default=[], dest="overrides", help="key=value override")
+    if options is not None:
+        options(ap)
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        run(load_params(args.params, args.overrides), args)
+    except AlcoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

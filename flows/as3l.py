@@ -19,10 +19,14 @@ import numpy as np
 from prefect import flow
 
 from alcore._io import write_json_atomic
+from alcore.as3l import read_priors, train_on_priors
+from alcore.checks import check_params
 from alcore.config import Params
-from alcore.experiment import ExperimentState, load_data, load_features, positions_of, priors_path, validate_names
+from alcore.idtable import IdIndex
 from alcore.layout import Layout
-from flows._util import say
+from alcore.run_state import ExperimentState
+from alcore.steps import load_data, load_features, priors_path
+from flows._util import flow_main, say
 from flows.pipeline import pipeline
 from tasks import tracking
 
@@ -42,22 +46,20 @@ def as3l_params(params: Params, labels: int | None) -> Params:
 @flow(name="as3l", validate_parameters=True)
 def as3l(params: Params, labels: int | None = None, root: str = ".") -> dict[str, Any]:
     """AS3L with ``labels`` labels; returns the run's summary plus the prior baseline's accuracy."""
-    from alcore.as3l import read_priors, train_on_priors
-
     p = as3l_params(params, labels)
-    validate_names(p)
+    check_params(p)
     L = Layout(Path(root))
     metrics = pipeline(p, fresh=True, root=root)
     st = ExperimentState.load(L.state(p.experiment.name))
     ids, priors, _ = read_priors(str(priors_path(st.final["model"])))
     pool, test = load_features(L.features("pool")), load_features(L.features("test"))
-    order = positions_of(pool.ids, ids)
+    order = IdIndex(ids).positions(pool.ids)
     priors_in_pool = type(priors)(labels=priors.labels[order], confidence=priors.confidence[order])
     data = load_data(p.data)
     clf = train_on_priors(
         pool.X, priors_in_pool, data.n_classes, random_state=p.experiment.seed, **p.proxy.model_dump(), device="cpu"
     )
-    test_y = np.asarray(data.test.labels)[positions_of(test.ids, np.asarray(data.test.ids))]
+    test_y = np.asarray(data.test.labels)[IdIndex(data.test.ids).positions(test.ids)]
     baseline = float((clf.predict(test.X) == test_y).mean())
     out = {**metrics, "prior_baseline_accuracy": baseline, "labels": int(st.labels.n_labeled)}
     write_json_atomic(L.reports / "as3l.json", out)
@@ -72,9 +74,12 @@ def as3l(params: Params, labels: int | None = None, root: str = ".") -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from alcore.cli import main as cli_main
+    """``python -m flows.as3l [--labels K] [--params FILE] [--set key=value]``."""
 
-    return cli_main(["as3l", *(sys.argv[1:] if argv is None else argv)])
+    def options(ap: Any) -> None:
+        ap.add_argument("--labels", type=int, default=None, help="labels to buy in one shot (default: al.initial)")
+
+    return flow_main("python -m flows.as3l", argv, lambda p, a: as3l(p, labels=a.labels), options)
 
 
 if __name__ == "__main__":

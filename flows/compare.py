@@ -17,11 +17,12 @@ from typing import Any
 from prefect import flow
 
 from alcore._io import write_json_atomic, write_text_atomic
+from alcore.checks import check_params
 from alcore.compare import format_markdown, plot_cost_plane, plot_curves, run_record, summarize
 from alcore.config import Params
-from alcore.experiment import ExperimentState, validate_names
 from alcore.layout import Layout
-from flows._util import say
+from alcore.run_state import ExperimentState
+from flows._util import flow_main, say
 from flows.active_learning import active_learning
 from flows.pipeline import encoder, features, prepare, pretext
 from tasks import tracking
@@ -42,19 +43,19 @@ def variant(params: Params, pipeline: str, strategy: str, seed: int) -> Params:
 @flow(name="compare", validate_parameters=True)
 def compare(params: Params, root: str = ".") -> dict[str, Any]:
     """Run every combination of ``params.compare`` and write the comparison."""
-    validate_names(params)
     c, L = params.compare, Layout(Path(root), runs_dir=RUNS)
+    check_params(params)
+    variants = [variant(params, pl, s, seed) for pl in c.pipelines for s in c.strategies for seed in c.seeds]
+    for p in variants:  # every combination is checked before any work
+        check_params(p)
     for stage in (prepare, encoder, features, pretext):
         stage(params, root=root)
     records = []
-    for pipeline in c.pipelines:
-        for strategy in c.strategies:
-            for seed in c.seeds:
-                p = variant(params, pipeline, strategy, seed)
-                say(f"\n== {p.experiment.name}")
-                active_learning(p, root=root, runs=RUNS)
-                st = ExperimentState.load(L.state(p.experiment.name))
-                records.append(run_record(pipeline, strategy, seed, st))
+    for p in variants:
+        say(f"\n== {p.experiment.name}")
+        active_learning(p, root=root, runs=RUNS)
+        st = ExperimentState.load(L.state(p.experiment.name))
+        records.append(run_record(p.al.pipeline, p.al.strategy, p.experiment.seed, st))
     summary = summarize(
         records,
         price_per_label=params.oracle.price_per_label,
@@ -94,9 +95,7 @@ def compare(params: Params, root: str = ".") -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.compare [--params FILE] [--set key=value]`` (what compare/dvc.yaml runs)."""
-    from alcore.cli import main as cli_main
-
-    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
+    return flow_main("python -m flows.compare", argv, lambda p, _: compare(p))
 
 
 if __name__ == "__main__":

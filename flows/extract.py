@@ -21,10 +21,9 @@ from prefect import flow
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from alcore.config import DataCfg, FeaturesCfg, Params
-from alcore.experiment import load_data
 from alcore.shards import part_path, plan_shards
+from alcore.steps import load_data
 from flows._util import ensure_artifact, is_fresh
-from flows.gpu import on_gpu
 from tasks.features import extract_features, extract_part, publish_features
 
 
@@ -143,12 +142,10 @@ def extract_sharded(
 
 
 def extract_all(weights: dict[str, str], p: Params, fingerprint: str, outs: dict[str, str]) -> dict[str, Any]:
-    """Features of each split in ``outs`` (split -> file) with ``weights``: one ``extract_features``
-    task per split, or parts on ``features.runner`` when ``features.sharded``. Returns per split
-    the file's ref (``features``) and the compute seconds. With ``orchestration.dispatch: pools``
-    all of it runs as one flow run on the GPU work pool (:mod:`flows.gpu`)."""
-    if p.orchestration.dispatch == "pools":
-        return on_gpu("extract", p.orchestration)(weights, p, fingerprint, outs)
+    """Features of each split in ``outs`` (split -> file) with ``weights``, in this flow: one
+    ``extract_features`` task per split, or parts on ``features.runner`` when ``features.sharded``.
+    Returns per split the file's ref (``features``) and the compute seconds. (Sending it to the
+    GPU work pool instead is :func:`flows.steps.extract`'s choice.)"""
     if p.features.sharded:
         run = extract_sharded.with_options(task_runner=task_runner(p.features))  # the runner is a parameter
         return run(weights, p.data, fingerprint, outs, p.features, p.experiment.device)

@@ -25,8 +25,11 @@ import numpy as np
 from prefect import flow
 from pydantic import BaseModel
 
-from alcore.config import OrchestrationCfg, Params
+from alcore.config import OrchestrationCfg
 from alcore.errors import AlcoreError, UnknownNameError, problem
+from flows.extract import extract_all
+from tasks.encoder import build_encoder
+from tasks.finetune import fine_tune
 
 GPU_FLOW = "alcore-gpu"
 
@@ -41,10 +44,6 @@ def deployment_name(orch: OrchestrationCfg) -> str:
 
 
 def _steps() -> dict[str, Callable[..., Any]]:
-    from flows.extract import extract_all
-    from tasks.encoder import build_encoder
-    from tasks.finetune import fine_tune
-
     return {"build_encoder": build_encoder, "extract": extract_all, "fine_tune": fine_tune}
 
 
@@ -81,7 +80,7 @@ def from_json(fn: Callable[..., Any], arguments: dict[str, Any]) -> dict[str, An
     return out
 
 
-@flow(name=GPU_FLOW, persist_result=True, validate_parameters=True)
+@flow(name=GPU_FLOW, persist_result=True, result_serializer="json", validate_parameters=True)
 def gpu_step(step: str, arguments: dict[str, Any], refresh_cache: bool = False) -> Any:
     """Run one GPU step (``build_encoder``, ``extract`` or ``fine_tune``) with JSON ``arguments``."""
     steps = _steps()
@@ -89,10 +88,7 @@ def gpu_step(step: str, arguments: dict[str, Any], refresh_cache: bool = False) 
         raise UnknownNameError(problem(f"Unknown GPU step {step!r}", ", ".join(sorted(steps))))
     target = steps[step]
     kwargs = from_json(_fn(target), arguments)
-    if step == "extract":  # run here, in this flow: never dispatch again
-        p: Params = kwargs["p"]
-        kwargs["p"] = p.model_copy(update={"orchestration": p.orchestration.model_copy(update={"dispatch": "local"})})
-    elif refresh_cache:
+    if refresh_cache and step != "extract":  # extraction checks its own files (flows.extract)
         target = target.with_options(refresh_cache=True)
     return target(**kwargs)
 

@@ -32,23 +32,16 @@ from typing import Any
 import numpy as np
 from prefect import flow, get_run_logger
 
+from alcore.checks import check_params
 from alcore.config import Params
 from alcore.errors import ConfigError, LabelImportError, problem
-from alcore.experiment import ExperimentState, derive_seed, experiment_lock, validate_names
-from alcore.labeling import Batch
 from alcore.layout import Layout
-from flows._util import archive, say
-from flows.active_learning import (
-    _measure,
-    _Run,
-    _select_round,
-    finish,
-    log_round,
-    mlflow_run,
-    open_experiment,
-    read_inputs,
-)
-from tasks.labeling import export_batch, ingest_labels, predict_labels
+from alcore.rounds import ActiveLearner
+from alcore.run_state import Batch, ExperimentState, experiment_lock
+from alcore.seeding import derive_seed
+from flows._util import archive, flow_main, say
+from flows.common import log_summary, open_learner, read_inputs, track
+from tasks.labeling import export_batch, ingest_labels
 
 
 def require_human(p: Params) -> None:
@@ -66,33 +59,24 @@ def labeled_fraction(st: ExperimentState, batch: Batch) -> float:
     return float(np.count_nonzero(st.labels.round_of(batch.ids))) / max(batch.ids.size, 1)
 
 
-def _advance(run: _Run, state_path: Path, test_labels: np.ndarray) -> str:
-    """The open batch is labeled: measure its round, then select and record the next batch, or
-    train the final network after the last round. Returns what was done."""
-    p, st = run.p, run.state
-    schedule = p.al.schedule()
+def advance(learner: ActiveLearner) -> str:
+    """The open batch is labeled: measure its round, then query the next batch among the ids not
+    out with annotators and open it, or train the final network after the last round. Returns what
+    was done."""
+    st, schedule = learner.state, learner.schedule
     batch = st.labeling.open_batch
     r = batch.round if batch is not None else 0
-    proxy = None
     if r and r not in st.records:
-        st.records[r], proxy = _measure(run, r, test_labels)
-        st.save(state_path)
-        log_round(run, mlflow_run(run), r)
+        learner.measure(r)
     if r >= len(schedule):
         if st.final is not None and st.final.get("labels") == st.labels.n_labeled:
             return "finished"
-        s = finish(run, mlflow_run(run), state_path, len(schedule))
+        s = learner.finish()
+        log_summary(st, st.tracking["mlflow_run_id"], s)
         return f"all {len(schedule)} rounds labeled; final network: test accuracy {s.get('test_accuracy', 0):.4f}"
-    sel = _select_round(run, r + 1, schedule[r], proxy, exclude=st.labeling.requested_ids(st.labels))
-    if sel.scorer is not None:
-        pred, conf = predict_labels(sel.scorer, sel.key, sel.features, sel.ids)
-    else:  # round 1: chosen before any proxy exists, so no guesses to show
-        pred, conf = np.full(sel.ids.size, -1, np.int64), np.zeros(sel.ids.size)
-    for phase, seconds in sel.seconds.items():
-        st.ledger.record(r + 1, phase, seconds)
-    st.labeling.add_batch(Batch(r + 1, sel.ids, pred, conf))
-    st.save(state_path)  # the batch is open from here on: its job files follow from the state
-    return f"selected batch {r + 1} ({sel.ids.size} samples)"
+    query = learner.query(r + 1, schedule[r], exclude=st.labeling.requested_ids(st.labels))
+    learner.open_batch(query)  # open from here on: its job files follow from the state
+    return f"selected batch {r + 1} ({query.ids.size} samples)"
 
 
 @flow(name="labeling_cycle", validate_parameters=True)
@@ -109,11 +93,11 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
     with experiment_lock(L.run_dir(name)):
         if fresh and state_path.exists():
             say(f"Archived the previous state to {archive(state_path)}")
-        st = open_experiment(p, L, inputs, setup=lambda st: not st.versions)
+        learner = open_learner(p, L, inputs, new=lambda st: not st.versions)
         if not state_path.exists():
-            st.save(state_path)
+            learner.save()
         imports = ingest_labels(
-            str(state_path), str(L.inbox(name)), classes=list(inputs.info["classes"]), from_name=p.labeling.from_name
+            str(state_path), str(L.inbox(name)), classes=list(inputs.classes), from_name=p.labeling.from_name
         )
         for rec in imports:
             say(
@@ -121,16 +105,16 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
             )
             if rec["message"]:
                 log.warning(rec["message"])
-        st = ExperimentState.load(state_path)
-        run = _Run(p, L, st, inputs.info)
+        learner.state = st = ExperimentState.load(state_path)  # with the labels just committed
         batch = st.labeling.open_batch
         did = "waiting for labels"
         if batch is None or labeled_fraction(st, batch) >= p.labeling.min_fraction:
-            did = _advance(run, state_path, inputs.test_labels)
+            track(learner)
+            did = advance(learner)
         batch = st.labeling.open_batch
-        assert batch is not None  # _advance opens one before any other
+        assert batch is not None  # advance opens one before any other
         files = export_batch(
-            p.oracle, p.labeling, p.data, str(L.labeling(name)), batch, seed=derive_seed(run.seed, "oracle")
+            p.oracle, p.labeling, p.data, str(L.labeling(name)), batch, seed=derive_seed(p.experiment.seed, "oracle")
         )
         out = {
             "did": did,
@@ -155,9 +139,9 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
 
 
 def run_cycle(params: Params, *, root: str = ".") -> dict[str, Any]:
-    """Check every name, then run one labeling cycle."""
+    """Check every name and parameter, then run one labeling cycle."""
     require_human(params)
-    validate_names(params)
+    check_params(params)
     return labeling_cycle(params, root=root)
 
 
@@ -169,7 +153,7 @@ def serve_cycle(params: Params, *, cron: str, name: str, root: str | os.PathLike
     from prefect.flows import EntrypointType
 
     require_human(params)
-    validate_names(params)
+    check_params(params)
     try:
         CronSchedule(cron=cron)
     except ValueError as e:
@@ -189,9 +173,7 @@ def serve_cycle(params: Params, *, cron: str, name: str, root: str | os.PathLike
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.labeling [--params FILE] [--set key=value ...]``: one labeling cycle."""
-    from alcore.cli import main as cli_main
-
-    return cli_main(["label", "cycle", *(sys.argv[1:] if argv is None else argv)])
+    return flow_main("python -m flows.labeling", argv, lambda p, _: run_cycle(p))
 
 
 if __name__ == "__main__":

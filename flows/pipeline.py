@@ -13,28 +13,23 @@ from typing import Any
 from prefect import flow
 
 from alcore._io import write_json_atomic
+from alcore.checks import check_budget, check_oracle, check_params, pretext_needed
 from alcore.config import Params, load_params
 from alcore.errors import ConfigError, problem
-from alcore.experiment import (
-    ExperimentState,
-    check_budget,
-    check_oracle,
-    pretext_needed,
-    validate_names,
-    write_pretext_skipped,
-)
 from alcore.features import read_spec
+from alcore.keys import ref
 from alcore.layout import Layout
 from alcore.ledger import format_table
 from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
-from flows._util import ensure_artifact, read_json, say
+from alcore.run_state import ExperimentState
+from alcore.steps import write_pretext_skipped
+from flows._util import ensure_artifact, flow_main, read_json, say
 from flows.active_learning import active_learning
-from flows.extract import extract_all
 from flows.gpu import on_gpu
 from flows.labeling import labeling_cycle
+from flows.steps import extract
 from tasks import tracking
-from tasks._common import ref
-from tasks.data import prepare_data
+from tasks.data import describe_data
 from tasks.pretext import pretext_losses
 
 STAGES = ("prepare", "encoder", "features", "pretext", "active_learning", "report")
@@ -43,7 +38,7 @@ STAGES = ("prepare", "encoder", "features", "pretext", "active_learning", "repor
 @flow(name="prepare", validate_parameters=True)
 def prepare(params: Params, root: str = ".") -> dict[str, Any]:
     """Load the dataset, check it, and describe it in ``data/dataset.json``."""
-    info = prepare_data(params.data)
+    info = describe_data(params.data)
     write_json_atomic(Layout(Path(root)).dataset, info)
     say(f"dataset {info['name']}: {info['n_pool']} pool / {info['n_test']} test images, {info['n_classes']} classes")
     return info
@@ -83,7 +78,7 @@ def features(params: Params, root: str = ".") -> dict[str, Any]:
     """Extract pool and test features: ``features/{pool,test}.parquet`` (+ ``features.json``)."""
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
-    outs = extract_all(ref(L.encoder), p, info["fingerprint"], {s: str(L.features(s)) for s in ("pool", "test")})
+    outs = extract(ref(L.encoder), p, info["fingerprint"], {s: str(L.features(s)) for s in ("pool", "test")})
     meta = {
         "seconds": {s: o["seconds"] for s, o in outs.items()},
         "sha256": {s: o["features"]["sha256"] for s, o in outs.items()},
@@ -175,7 +170,7 @@ def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: 
 
     if stage not in (*STAGES, "all"):
         raise AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*STAGES, 'all'))}.")
-    validate_names(params)
+    check_params(params)
     if stage == "all":
         return pipeline(params, fresh=fresh, root=root)
     if stage == "active_learning":
@@ -196,17 +191,14 @@ def run_project(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.pipeline STAGE [--params params.yaml] [key=value ...]`` (what dvc.yaml runs)."""
-    from alcore.cli import main as cli_main
+    """``python -m flows.pipeline STAGE [--params params.yaml] [--set key=value ...] [--fresh]``
+    (what dvc.yaml runs)."""
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*STAGES, "all"):
-        print(
-            f"usage: python -m flows.pipeline {{{','.join((*STAGES, 'all'))}}} [--params FILE] [--set key=value]",
-            file=sys.stderr,
-        )
-        return 2
-    return cli_main(["run", "--stage", argv[0], *argv[1:]])
+    def options(ap: Any) -> None:
+        ap.add_argument("stage", choices=(*STAGES, "all"), help="the stage to run")
+        ap.add_argument("--fresh", action="store_true", help="archive the experiment's saved state and start over")
+
+    return flow_main("python -m flows.pipeline", argv, lambda p, a: run_stage(p, stage=a.stage, fresh=a.fresh), options)
 
 
 if __name__ == "__main__":

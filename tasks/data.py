@@ -1,17 +1,14 @@
-"""Task: load and describe the dataset (the ``prepare`` stage)."""
+"""Task: describe the dataset (the ``prepare`` stage).
+
+Never cached: its input is the data on disk (image files, a manifest), which no key of its
+parameters can stand for; describing it is what computes the fingerprint every later key holds.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from alcore.config import DataCfg
-from alcore.experiment import describe_data
-from tasks._common import CACHE
+from alcore import steps
 
-
-@task(name="prepare_data", cache_policy=CACHE, persist_result=True)
-def prepare_data(data: DataCfg) -> dict[str, Any]:
-    """Name, params, fingerprint, sizes and classes of the dataset ``data`` names."""
-    return describe_data(data)
+describe_data = task(steps.describe_data, name="describe_data", cache_policy=NO_CACHE)

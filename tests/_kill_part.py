@@ -7,18 +7,22 @@ part's next attempt, on whichever worker Dask gives it to, runs normally.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from pathlib import Path
 
-import alcore.experiment
+import alcore.steps
 
 # Dask may import a preload file more than once (into the same module): keep the real function once.
-_real = getattr(alcore.experiment, "_unpatched_extract_and_save_part", alcore.experiment.extract_and_save_part)
-alcore.experiment._unpatched_extract_and_save_part = _real
+_real = getattr(alcore.steps, "_unpatched_extract_part", alcore.steps.extract_part)
+alcore.steps._unpatched_extract_part = _real
 
 
+@functools.wraps(_real)  # Prefect binds the task's parameters to this signature
 def _kill_once(*args, **kwargs):
-    shard = args[3]
+    bound = inspect.signature(_real).bind(*args, **kwargs).arguments
+    shard = bound["shard"]
     mark = Path(os.environ["ALCORE_TEST_KILL_MARK"])
     if shard.index == int(os.environ["ALCORE_TEST_KILL_PART"]):
         try:
@@ -28,13 +32,13 @@ def _kill_once(*args, **kwargs):
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         # half a part on disk, as a worker killed mid-write leaves it
-        out = Path(kwargs["out"])
+        out = Path(bound["out"])
         out.parent.mkdir(parents=True, exist_ok=True)
         (out.parent / f".{out.name}.killed.tmp").write_bytes(b"PAR1 half a file")
         os._exit(1)  # no cleanup, no exception: the process is gone, as under SIGKILL or OOM
     return _real(*args, **kwargs)
 
 
-# The task's function reaches the worker pickled by value (its module name is the Task object), with
-# its globals; the library function among them is pickled by reference, so it is looked up here.
-alcore.experiment.extract_and_save_part = _kill_once
+# The task reaches the worker pickled; its function, the library step, is pickled by reference,
+# so it is looked up here.
+alcore.steps.extract_part = _kill_once

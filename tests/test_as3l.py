@@ -95,7 +95,7 @@ def _garbage(data, keep: np.ndarray):
 def test_no_code_path_reads_hidden_labels() -> None:
     from alcore.config import TrainCfg
     from alcore.encoders import create_encoder
-    from alcore.experiment import as3l_priors, compute_features, select_batch
+    from alcore.steps import as3l_priors, compute_features, select_batch
 
     data = _digits_data()
     enc = create_encoder("cifar_resnet8", input_size=16)

@@ -69,7 +69,7 @@ def test_feature_runner_and_pools_are_checked():
 
 def test_where_the_work_runs_does_not_change_the_experiment():
     """A saved experiment resumes after changing the runner, shards, memory budget or pools."""
-    from flows.active_learning import experiment_digest
+    from alcore.run_state import experiment_digest
 
     base = parse_params({})
     moved = parse_params(

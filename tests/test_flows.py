@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from alcore.config import parse_params
-from alcore.experiment import ExperimentState
 from alcore.layout import Layout
+from alcore.run_state import ExperimentState
 from tests._tiny import tiny
 
 pytestmark = pytest.mark.integration
@@ -84,13 +84,12 @@ def test_mlflow_run_holds_params_round_metrics_and_plots(first_run):
 
 
 def test_rerun_is_served_from_cache_with_the_same_costs(first_run, monkeypatch):
-    import tasks.encoder
-    import tasks.label
+    import alcore.steps
     from flows.pipeline import pipeline
 
     root, first, _ = first_run
     calls = {"encoder": 0, "oracle": 0}
-    real_build, real_oracle = tasks.encoder.build_and_save_encoder, tasks.label.make_oracle_for
+    real_build, real_oracle = alcore.steps.pretrained_encoder, alcore.steps.make_oracle_for
 
     def count(key, fn):
         def wrapper(*a, **k):
@@ -99,31 +98,29 @@ def test_rerun_is_served_from_cache_with_the_same_costs(first_run, monkeypatch):
 
         return wrapper
 
-    monkeypatch.setattr(tasks.encoder, "build_and_save_encoder", count("encoder", real_build))
-    monkeypatch.setattr(tasks.label, "make_oracle_for", count("oracle", real_oracle))
+    monkeypatch.setattr(alcore.steps, "pretrained_encoder", count("encoder", real_build))
+    monkeypatch.setattr(alcore.steps, "make_oracle_for", count("oracle", real_oracle))
     again = pipeline(parse_params(tiny()), fresh=True, root=str(root))  # state archived: the flow re-runs every round
     assert calls == {"encoder": 0, "oracle": 0}
     assert again == first  # identical labels, accuracy and (cached) compute seconds
 
 
 def test_crash_mid_run_resumes_without_buying_twice(tmp_path, prefect_harness, monkeypatch):
-    import alcore.experiment
-    import tasks.label
-    import tasks.select
+    import alcore.steps
     from flows.active_learning import active_learning
     from flows.pipeline import encoder, features, prepare
 
     params = parse_params(tiny(experiment={"name": "crash", "seed": 7}, al={"rounds": 4}))
     for stage in (prepare, encoder, features):
         stage(params, root=str(tmp_path))
-    real = alcore.experiment.select_batch
+    real = alcore.steps.select_batch
 
     def crash_in_round_3(*a, **k):
         if k["round"] == 3:
             raise RuntimeError("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(tasks.select, "select_batch", crash_in_round_3)
+    monkeypatch.setattr(alcore.steps, "select_batch", crash_in_round_3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         active_learning(params, root=str(tmp_path))
     st = ExperimentState.load(Layout(tmp_path).state("crash"))
@@ -131,7 +128,7 @@ def test_crash_mid_run_resumes_without_buying_twice(tmp_path, prefect_harness, m
     bought_before = set(st.labels.labeled_ids.tolist())
 
     asked = []
-    real_oracle = tasks.label.make_oracle_for
+    real_oracle = alcore.steps.make_oracle_for
 
     class Spy:
         def __init__(self, o):
@@ -141,8 +138,8 @@ def test_crash_mid_run_resumes_without_buying_twice(tmp_path, prefect_harness, m
             asked.extend(np.asarray(ids).tolist())
             return self.o.query(ids)
 
-    monkeypatch.setattr(tasks.select, "select_batch", real)
-    monkeypatch.setattr(tasks.label, "make_oracle_for", lambda *a, **k: Spy(real_oracle(*a, **k)))
+    monkeypatch.setattr(alcore.steps, "select_batch", real)
+    monkeypatch.setattr(alcore.steps, "make_oracle_for", lambda *a, **k: Spy(real_oracle(*a, **k)))
     out = active_learning(params, root=str(tmp_path))
     st = ExperimentState.load(Layout(tmp_path).state("crash"))
     assert out["labels"] == 40 and st.round == 4

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alcore.checks import check_params
 from alcore.config import parse_params
 from alcore.errors import ConfigError, DataError
-from alcore.experiment import ExperimentState, validate_names
 from alcore.layout import Layout
 from alcore.pretext import read_pretext_losses
+from alcore.run_state import ExperimentState
 from tests._tiny import tiny
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,7 @@ def test_pretext_stage_writes_a_marker_when_not_needed(project, tmp_path):
     assert out == {"computed": False, "seconds": 0.0}
     ids, _, spec = read_pretext_losses(Layout(tmp_path).pretext)
     assert ids.size == 0 and not spec["computed"] and "no strategy" in spec["reason"]
-    from alcore.experiment import load_pretext_losses
+    from alcore.steps import load_pretext_losses
 
     with pytest.raises(DataError, match="pretext.when=auto"):
         load_pretext_losses(Layout(tmp_path).pretext, np.arange(3))
@@ -68,14 +69,14 @@ def test_pretext_stage_writes_a_marker_when_not_needed(project, tmp_path):
 def test_pt4al_with_pretext_never_is_refused_before_any_work():
     p = parse_params(tiny(al={"strategy": "pt4al"}, pretext={"when": "never"}))
     with pytest.raises(ConfigError, match="pretext.when=never"):
-        validate_names(p)
+        check_params(p)
 
 
 def test_as3l_flow_one_shot_priors_and_prior_guided_training(project):
     import json
 
     from alcore.as3l import read_priors
-    from alcore.experiment import priors_path
+    from alcore.steps import priors_path
     from flows.as3l import as3l
 
     p = parse_params(
@@ -88,9 +89,9 @@ def test_as3l_flow_one_shot_priors_and_prior_guided_training(project):
     ids, priors, spec = read_priors(str(priors_path(st.final["model"])))
     assert ids.size == 300 and spec["n_labeled"] == 10
     labeled = st.labels.labeled_ids
-    from alcore.experiment import positions_of
+    from alcore.idtable import IdIndex
 
-    pos = positions_of(labeled, ids)
+    pos = IdIndex(ids).positions(labeled)
     np.testing.assert_array_equal(priors.labels[pos], st.labels.labels_of(labeled))  # seeds keep their labels
     saved = json.loads((L.reports / "as3l.json").read_text())
     assert 0 <= saved["prior_baseline_accuracy"] <= 1 and saved == out

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from alcore.config import parse_params
 from alcore.errors import ConfigError, LabelError, LabelImportError
-from alcore.experiment import ExperimentState, open_state
 from alcore.labeling import (
     Batch,
     LabelingLog,
@@ -29,6 +28,7 @@ from alcore.labeling import (
     render_job,
 )
 from alcore.oracle import HumanOracle, make_oracle
+from alcore.run_state import ExperimentState, open_state
 from alcore.state import LabelState
 
 CLASSES = ["cat", "dog", "eel"]

@@ -13,8 +13,8 @@ import yaml
 from alcore.config import parse_params
 from alcore.datasets import load_dataset
 from alcore.errors import ConfigError, ExperimentLockedError, LabelImportError
-from alcore.experiment import ExperimentState, experiment_lock
 from alcore.layout import Layout
+from alcore.run_state import ExperimentState, experiment_lock
 from tests._tiny import copy_stages, tiny
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,9 @@ import yaml
 
 from alcore.config import parse_params
 from alcore.datasets import load_dataset
-from alcore.experiment import ExperimentState
 from alcore.labeling import read_annotations
 from alcore.layout import Layout
+from alcore.run_state import ExperimentState
 from tests._tiny import copy_stages, tiny
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from alcore.config import parse_params
-from alcore.experiment import ExperimentState
 from alcore.features import read_features
 from alcore.layout import Layout
+from alcore.run_state import ExperimentState
 from alcore.training import resolve_mode
 from tests._tiny import tiny
 

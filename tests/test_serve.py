@@ -16,8 +16,8 @@ import yaml
 
 from alcore.cli import main
 from alcore.config import parse_params
-from alcore.experiment import ExperimentState
 from alcore.layout import Layout
+from alcore.run_state import ExperimentState
 from flows._server import free_port, prefect_server, stop
 from tests._tiny import copy_stages, tiny
 

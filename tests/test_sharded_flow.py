@@ -91,7 +91,7 @@ def test_killed_worker_part_runs_again_without_duplicates(built, tmp_path, monke
 
 def test_thread_runner_shards_and_cached_rerun(built, tmp_path, monkeypatch):
     """The plain runner with parts; a rerun is served from Prefect's cache, and a deleted part is redone."""
-    import tasks.features
+    import alcore.steps
     from flows.pipeline import features
 
     root = _project(built, tmp_path)
@@ -100,8 +100,8 @@ def test_thread_runner_shards_and_cached_rerun(built, tmp_path, monkeypatch):
     _same_content(Layout(root).features("pool"), Layout(built).features("pool"))
 
     calls = []
-    real = tasks.features.extract_and_save_part
-    monkeypatch.setattr(tasks.features, "extract_and_save_part", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    real = alcore.steps.write_part
+    monkeypatch.setattr(alcore.steps, "write_part", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     features(params, root=str(root))
     assert calls == []
     victim = sorted(parts_dir(Layout(root).features("pool")).iterdir())[1]
@@ -114,7 +114,7 @@ def test_thread_runner_shards_and_cached_rerun(built, tmp_path, monkeypatch):
 
 def test_rounds_on_memory_mapped_features_buy_the_same_labels(built, tmp_path):
     """The whole rounds loop with features over the memory budget: the same labels, bought the same way."""
-    from alcore.experiment import ExperimentState
+    from alcore.run_state import ExperimentState
     from flows.active_learning import active_learning
 
     root = _project(built, tmp_path)

@@ -12,9 +12,9 @@ from alcore.config import ProxyCfg
 from alcore.datasets import load_dataset
 from alcore.encoders import create_encoder
 from alcore.errors import ConfigError, FeatureMismatchError
-from alcore.experiment import select_batch, train_proxy
 from alcore.features import FeatureSpec, extract_features, ids_digest, read_features, write_features
 from alcore.shards import Shard, part_path, plan_shards, publish_parts, read_part, remove_stale_parts, write_part
+from alcore.steps import fit_proxy, select_batch
 from alcore.strategies import STRATEGIES
 
 # ------------------------------------------------------------------------------------ the plan
@@ -211,7 +211,7 @@ def clustered(tmp_path_factory):
     assert isinstance(mapped.X, np.memmap) and not isinstance(mem.X, np.memmap)
     lab = np.arange(0, 600, 15)  # 40 labeled
     cfg = ProxyCfg(hidden=32, epochs=20, dropout=0.2)  # dropout: BALD has something to sample
-    runs = [(fs, train_proxy(fs, ids[lab], y[lab], cfg, n_classes=4, seed=0, device="cpu")) for fs in (mem, mapped)]
+    runs = [(fs, fit_proxy(fs, ids[lab], y[lab], cfg, n_classes=4, seed=0, device="cpu")) for fs in (mem, mapped)]
     return runs, ids[lab], y[lab]
 
 

@@ -9,6 +9,7 @@ import pytest
 from alcore.errors import ConfigError
 from alcore.proxy import ProxyMLP
 from alcore.strategies import (
+    STRATEGIES,
     SelectionContext,
     badge_select,
     badge_select_materialised,
@@ -235,8 +236,10 @@ def test_cluster_margin_spreads_over_clusters_of_low_margin() -> None:
         ("cluster_margin", {"margin_factor": 0.5}),
     ],
 )
-def test_bad_params_fail_when_work_starts(name: str, params: dict) -> None:
-    strategy = make_strategy(name, **params)  # stored untouched
+def test_bad_params_fail_at_start_up_and_when_work_starts(name: str, params: dict) -> None:
+    with pytest.raises(ConfigError, match=next(iter(params))):
+        make_strategy(name, **params)  # the registry checks the declared constraints before building
+    strategy = STRATEGIES.get(name)(**params)  # built by hand: stored untouched
     assert strategy.get_params().items() >= params.items()
     X, _ = blobs()
     Xk = np.hstack([X, np.arange(len(X))[:, None]]).astype(np.float32)

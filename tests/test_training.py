@@ -109,11 +109,11 @@ def test_head_scorer_is_the_classifier_on_its_own_features(setup, tmp_path):
 
 def test_library_fine_tune_resolves_auto(setup):
     from alcore.config import TrainCfg
-    from alcore.experiment import fine_tune
+    from alcore.steps import train_network
 
     data, enc = setup
     ids = data.pool.ids[:20]
-    m = fine_tune(
+    m = train_network(
         enc,
         data,
         ids,

@@ -3,13 +3,42 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from alcore.errors import DataError, problem
 from alcore.preprocess import Preprocess
+
+
+def read_images(paths: Sequence[str], size: int) -> np.ndarray:
+    """Read image files as one uint8 batch ``(B, size, size, 3)``.
+
+    Each file is opened with PIL, converted to RGB and resized to ``size`` x ``size`` (bilinear).
+
+    Raises:
+        DataError: a file cannot be opened or decoded (the message names it).
+    """
+    from PIL import Image
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        try:
+            with Image.open(p) as im:
+                rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                out[i] = np.asarray(rgb, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(
+                problem(
+                    f"Cannot read image {str(p)!r}: {e}",
+                    allowed="files PIL can open (png, jpg, bmp, webp, ...)",
+                    fix="replace or remove the file",
+                )
+            ) from e
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,8 +74,6 @@ class Split:
         if self.images is not None:
             return preprocess.to_float(self.images[positions])
         assert self.paths is not None
-        from alcore.datasets.image_folder import read_images
-
         return preprocess.to_float(read_images([self.paths[i] for i in positions], preprocess.input_size))
 
     def subset(self, positions: np.ndarray) -> Split:

@@ -18,21 +18,31 @@ import numpy as np
 from alcore.datasets.base import Dataset
 from alcore.datasets.loading import (
     check_bool,
+    check_classes,
     check_fraction,
     check_int,
     in_memory_dataset,
     register_dataset,
     stratified_split,
 )
-from alcore.errors import ConfigError, DataError, problem
+from alcore.errors import DataError, problem
+from alcore.registry import Each, Integral, Interval, Real
 
 __all__ = ["cifar10", "digits", "fashion_mnist", "mnist", "npz", "read_idx"]
+
+_ROOT: dict[str, list[Any]] = {"root": [str], "download": ["boolean"]}
 
 
 # --------------------------------------------------------------------------- digits
 
 
-@register_dataset("digits")
+@register_dataset(
+    "digits",
+    constraints={
+        "split_seed": [Interval(Integral, 0, None, closed="left")],
+        "test_fraction": [Interval(Real, 0, 1, closed="neither")],
+    },
+)
 def digits(*, split_seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """scikit-learn's embedded 8x8 digits (1,797 images, 10 classes), no network needed.
 
@@ -205,7 +215,7 @@ def _mnist_like(name: str, class_name: str, shared: str, root: Any, download: An
     )
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", constraints=_ROOT)
 def mnist(*, root: str, download: bool = False) -> Dataset:
     """MNIST: pool = the 60,000 training images (ids 0..59999 in file order), test = the 10,000
     test images (ids 60000..69999); images ``(N, 28, 28)`` uint8, classes from torchvision.
@@ -219,7 +229,7 @@ def mnist(*, root: str, download: bool = False) -> Dataset:
     return _mnist_like("mnist", "MNIST", "mnist", root, download)
 
 
-@register_dataset("fashion_mnist")
+@register_dataset("fashion_mnist", constraints=_ROOT)
 def fashion_mnist(*, root: str, download: bool = False) -> Dataset:
     """Fashion-MNIST, laid out and split exactly like :func:`mnist` (torchvision's layout is
     ``ROOT/FashionMNIST/raw/``; ``shared/data/fashion-mnist/`` holds the idx files directly)."""
@@ -229,7 +239,7 @@ def fashion_mnist(*, root: str, download: bool = False) -> Dataset:
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", constraints=_ROOT)
 def cifar10(*, root: str, download: bool = False) -> Dataset:
     """CIFAR-10 through ``torchvision.datasets.CIFAR10``: pool = the 50,000 training images
     (ids 0..49999), test = the 10,000 test images (ids 50000..59999); images ``(N, 32, 32, 3)``
@@ -287,24 +297,7 @@ def cifar10(*, root: str, download: bool = False) -> Dataset:
 _NPZ_KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 
-def check_classes(dataset: str, classes: Any) -> list[str] | None:
-    """``classes`` as a list of unique, non-empty strings (or None); else :class:`ConfigError`."""
-    if classes is None:
-        return None
-    ok = isinstance(classes, list | tuple) and len(classes) > 0
-    ok = ok and all(isinstance(c, str) and c for c in classes)
-    if not ok or len(set(classes)) != len(classes):
-        raise ConfigError(
-            problem(
-                f"Dataset {dataset!r}: parameter 'classes' is {classes!r}",
-                allowed="a non-empty list of distinct class names",
-                fix="list each class name once, in label order",
-            )
-        )
-    return list(classes)
-
-
-@register_dataset("npz")
+@register_dataset("npz", constraints={"path": [str], "classes": [Each(str, min_len=1), None]})
 def npz(*, path: str, classes: list[str] | None = None) -> Dataset:
     """Any ``.npz`` holding ``train_x``, ``train_y``, ``test_x``, ``test_y``.
 

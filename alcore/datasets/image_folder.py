@@ -1,56 +1,28 @@
 """Datasets of image files on disk, read on demand: class subfolders or a CSV/Parquet manifest.
 
 Splits built here are path-based (``Split.paths`` set, ``Split.images`` None); pixels are read by
-:func:`read_images` when a batch is asked for.
+:func:`alcore.datasets.base.read_images` when a batch is asked for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alcore.datasets.base import Dataset, Split
-from alcore.datasets.builtin import check_classes
-from alcore.datasets.loading import check_fraction, check_int, register_dataset, stratified_split
+from alcore.datasets.base import Dataset, Split, read_images
+from alcore.datasets.loading import check_classes, check_fraction, check_int, register_dataset, stratified_split
 from alcore.errors import DataError, problem
+from alcore.registry import Each, Integral, Interval, Real
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder", "path_id", "read_images"]
 
 #: File name endings (lower case) taken as images when walking class subfolders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _ID_MASK = 0x7FFF_FFFF_FFFF_FFFF
-
-
-def read_images(paths: Sequence[str], size: int) -> np.ndarray:
-    """Read image files as one uint8 batch ``(B, size, size, 3)``.
-
-    Each file is opened with PIL, converted to RGB and resized to ``size`` x ``size`` (bilinear).
-
-    Raises:
-        DataError: a file cannot be opened or decoded (the message names it).
-    """
-    from PIL import Image
-
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for i, p in enumerate(paths):
-        try:
-            with Image.open(p) as im:
-                rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                out[i] = np.asarray(rgb, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(
-                problem(
-                    f"Cannot read image {str(p)!r}: {e}",
-                    allowed="files PIL can open (png, jpg, bmp, webp, ...)",
-                    fix="replace or remove the file",
-                )
-            ) from e
-    return out
 
 
 def path_id(relative_posix_path: str) -> int:
@@ -278,7 +250,16 @@ def _manifest_labels(
     return labels, classes
 
 
-@register_dataset("image_folder")
+@register_dataset(
+    "image_folder",
+    constraints={
+        "root": [str],
+        "manifest": [str, None],
+        "classes": [Each(str, min_len=1), None],
+        "split_seed": [Interval(Integral, 0, None, closed="left")],
+        "test_fraction": [Interval(Real, 0, 1, closed="neither")],
+    },
+)
 def image_folder(
     *,
     root: str,

@@ -19,12 +19,13 @@ import numpy as np
 
 from alcore.datasets.base import Dataset, Split
 from alcore.errors import ConfigError, DataError, problem
-from alcore.registry import Registry
+from alcore.registry import Integral, Interval, Registry
 
 __all__ = [
     "DATASETS",
     "DatasetLoader",
     "check_bool",
+    "check_classes",
     "check_fraction",
     "check_int",
     "in_memory_dataset",
@@ -37,7 +38,7 @@ __all__ = [
 DatasetLoader = Callable[..., Dataset]
 
 #: Every dataset loader, by name.
-DATASETS: Registry[DatasetLoader] = Registry("dataset")
+DATASETS: Registry[DatasetLoader] = Registry("dataset", where="data.params")
 
 _KW = inspect.Parameter.KEYWORD_ONLY
 #: Parameters that every registered loader accepts; applied after the loader returns.
@@ -46,6 +47,12 @@ COMMON_PARAMS: tuple[inspect.Parameter, ...] = (
     inspect.Parameter("max_test", _KW, default=None, annotation="int | None"),
     inspect.Parameter("subset_seed", _KW, default=0, annotation="int"),
 )
+#: What the common parameters accept (checked at start-up by ``DATASETS.check``).
+COMMON_CONSTRAINTS: dict[str, list[Any]] = {
+    "max_pool": [Interval(Integral, 1, None, closed="left"), None],
+    "max_test": [Interval(Integral, 1, None, closed="left"), None],
+    "subset_seed": [Interval(Integral, 0, None, closed="left")],
+}
 #: Parameters that do not change the data, left out of ``Dataset.params`` (and the fingerprint).
 _NOT_RECORDED = frozenset({"download"})
 
@@ -104,6 +111,23 @@ def check_bool(dataset: str, name: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_classes(dataset: str, classes: Any) -> list[str] | None:
+    """``classes`` as a list of unique, non-empty strings (or None); else :class:`ConfigError`."""
+    if classes is None:
+        return None
+    ok = isinstance(classes, list | tuple) and len(classes) > 0
+    ok = ok and all(isinstance(c, str) and c for c in classes)
+    if not ok or len(set(classes)) != len(classes):
+        raise ConfigError(
+            problem(
+                f"Dataset {dataset!r}: parameter 'classes' is {classes!r}",
+                allowed="a non-empty list of distinct class names",
+                fix="list each class name once, in label order",
+            )
+        )
+    return list(classes)
+
+
 def _bind(dataset: str, sig: inspect.Signature, params: Mapping[str, Any]) -> dict[str, Any]:
     """Match ``params`` to ``sig``: unknown or missing names raise :class:`ConfigError`."""
     allowed = ", ".join(sig.parameters) or "(none)"
@@ -150,12 +174,15 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- registration
 
 
-def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
+def register_dataset(
+    name: str, *, constraints: Mapping[str, list[Any]] | None = None
+) -> Callable[[DatasetLoader], DatasetLoader]:
     """Register a loader of keyword-only parameters under ``name``.
 
     The registered function (also what the decorator returns) accepts the loader's parameters
     plus :data:`COMMON_PARAMS`, and returns the loader's :class:`Dataset` subsampled, validated
-    and with ``name`` and ``params`` filled in.
+    and with ``name`` and ``params`` filled in. ``constraints`` declares what its own parameters
+    accept (:mod:`alcore.registry`), checked with :data:`COMMON_CONSTRAINTS` before any loading.
     """
 
     def decorator(fn: DatasetLoader) -> DatasetLoader:
@@ -184,6 +211,7 @@ def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
             return ds
 
         loader.__signature__ = sig  # type: ignore[attr-defined]
+        loader._parameter_constraints = {**COMMON_CONSTRAINTS, **(constraints or {})}  # type: ignore[attr-defined]
         DATASETS.register(name)(loader)
         return loader
 

@@ -1,58 +1,16 @@
-"""Shared pieces of the diversity strategies: parameter checks, feature spaces, chunked distances,
+"""Shared pieces of the diversity strategies: feature spaces, chunked distances,
 k-means through scikit-learn, seeded tie-breaks. Nothing here allocates more than O(N x d)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from alcore.errors import ConfigError, problem
 from alcore.strategies.base import SelectionContext
 
 #: Rows per chunk of a chunked distance computation: a (CHUNK, M) float32 block stays small.
 CHUNK = 2048
 #: Exact ``KMeans`` while rows x clusters stays below this; larger problems use ``MiniBatchKMeans``.
 FULL_KMEANS_MAX_WORK = 2_000_000
-
-
-def check_int(who: str, name: str, value: Any, *, low: int = 1, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= low
-    if not ok:
-        raise ConfigError(
-            problem(
-                f"{who}: {name}={value!r}",
-                allowed=f"an int >= {low}" + (" or None" if none_ok else ""),
-                fix=f"set {name} in al.strategy_params",
-            )
-        )
-
-
-def check_float(who: str, name: str, value: Any, *, low: float, high: float, none_ok: bool = False) -> None:
-    if value is None and none_ok:
-        return
-    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool) and low < value <= high
-    if not ok:
-        raise ConfigError(
-            problem(
-                f"{who}: {name}={value!r}",
-                allowed=f"a number in ({low}, {high}]" + (" or None" if none_ok else ""),
-                fix=f"set {name} in al.strategy_params",
-            )
-        )
-
-
-def check_choice(who: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(
-            problem(
-                f"{who}: {name}={value!r}",
-                allowed=", ".join(map(repr, choices)),
-                fix=f"set {name} in al.strategy_params",
-            )
-        )
 
 
 def seed_from(rng: np.random.Generator) -> int:

@@ -21,12 +21,13 @@ and ``(64, U)`` similarities in the final assignment - O(U x D + b^2).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from alcore.strategies._common import as_float32, check_choice, check_float, check_int, sq_norms
+from alcore.registry import Integral, Interval, Options, Real
+from alcore.strategies._common import as_float32, sq_norms
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 from alcore.strategies.coreset import kcenter_greedy
 
@@ -128,6 +129,14 @@ class ActiveFT(Strategy):
     name = "activeft"
     requires: ClassVar[frozenset[str]] = frozenset({"features"})
     cold_start: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "iterations": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "balance": [Interval(Real, 0, None, closed="neither")],
+        "init": [Options(("random", "fps"))],
+    }
 
     def __init__(
         self,
@@ -147,12 +156,6 @@ class ActiveFT(Strategy):
         self.init = init
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        check_float("activeft", "temperature", self.temperature, low=0.0, high=np.inf)
-        check_float("activeft", "lr", self.lr, low=0.0, high=np.inf)
-        check_float("activeft", "balance", self.balance, low=0.0, high=np.inf)
-        check_int("activeft", "iterations", self.iterations, low=0)
-        check_int("activeft", "batch_size", self.batch_size, none_ok=True)
-        check_choice("activeft", "init", self.init, ("random", "fps"))
         return activeft_select(
             as_float32(ctx.features),
             n,

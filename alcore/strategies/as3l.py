@@ -7,11 +7,12 @@ clusters that already hold a labeled sample.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import check_int, seed_from
+from alcore.registry import Integral, Interval
+from alcore.strategies._common import seed_from
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["AS3L"]
@@ -30,6 +31,11 @@ class AS3L(Strategy):
     name = "as3l"
     requires: ClassVar[frozenset[str]] = frozenset({"features"})
     cold_start: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_runs": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "dim": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(self, *, n_runs: int = 5, epochs: int = 30, dim: int | None = None) -> None:
         self.n_runs = n_runs
@@ -39,9 +45,6 @@ class AS3L(Strategy):
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
         from alcore.as3l import fine_features, one_shot_select
 
-        check_int("as3l", "n_runs", self.n_runs)
-        check_int("as3l", "epochs", self.epochs)
-        check_int("as3l", "dim", self.dim, none_ok=True)
         k = min(ctx.n_pool, max(2, ctx.n_labeled + n))
         F = fine_features(
             ctx.features, k, n_runs=int(self.n_runs), dim=self.dim, epochs=int(self.epochs), random_state=seed_from(rng)

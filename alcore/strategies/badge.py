@@ -21,11 +21,12 @@ work drops from ``n x U`` to ``n x U_c / partitions`` row-visits.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import check_int, pick_max
+from alcore.registry import Integral, Interval
+from alcore.strategies._common import pick_max
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["Badge", "badge_factors", "kmeanspp_select", "badge_select", "badge_select_materialised"]
@@ -143,14 +144,16 @@ class Badge(Strategy):
     name = "badge"
     requires: ClassVar[frozenset[str]] = frozenset({"model", "embeddings"})
     cold_start: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "partitions": [Interval(Integral, 1, None, closed="left")],
+        "max_candidates": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(self, *, partitions: int = 1, max_candidates: int | None = None) -> None:
         self.partitions = partitions
         self.max_candidates = max_candidates
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        check_int("badge", "partitions", self.partitions)
-        check_int("badge", "max_candidates", self.max_candidates, none_ok=True)
         probs, emb = ctx.probs(), ctx.embeddings()
         U = probs.shape[0]
         if self.max_candidates is None and self.partitions == 1:

@@ -12,12 +12,12 @@ Memory: ``T x chunk_size x C`` floats alive at once (the context reduces chunk b
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from alcore.errors import ConfigError, problem
-from alcore.strategies._common import check_int
+from alcore.registry import Integral, Interval
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy, top_n
 
 __all__ = ["Bald", "bald_scores"]
@@ -64,11 +64,11 @@ class Bald(Strategy):
     name = "bald"
     requires: ClassVar[frozenset[str]] = frozenset({"model", "mc_dropout"})
     cold_start: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"n_samples": [Interval(Integral, 1, None, closed="left")]}
 
     def __init__(self, *, n_samples: int = 20) -> None:
         self.n_samples = n_samples
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        check_int("bald", "n_samples", self.n_samples)
         scores = ctx.probs_mc(int(self.n_samples), rng, reduce=bald_scores)
         return ctx.unlabeled_positions()[top_n(scores, n, rng)]

@@ -7,29 +7,26 @@ model, and returns **pool ids** - never positions.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from alcore.errors import AlcoreError, ConfigError, PoolExhaustedError, problem
-from alcore.registry import Registry
+from alcore.registry import Extension, Registry
 
 __all__ = [
     "EXTRAS",
     "REQUIREMENTS",
     "STRATEGIES",
-    "Configurable",
     "MCScorer",
     "RandomState",
     "Scorer",
     "SelectionContext",
     "Strategy",
-    "build",
     "check_random_state",
     "make_strategy",
     "top_n",
@@ -94,55 +91,6 @@ def top_n(scores: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     # lexsort sorts by the last key first: descending score, then the random key.
     order = np.lexsort((keys, -scores.astype(np.float64)))
     return order[:n].astype(np.int64, copy=False)
-
-
-class Configurable:
-    """scikit-learn manners: ``__init__`` takes keyword-only parameters and stores each one
-    untouched under its own name; ``get_params()`` reads them back (it feeds MLflow)."""
-
-    @classmethod
-    def param_names(cls) -> list[str]:
-        """Names of the keyword parameters of ``__init__``, in signature order."""
-        if cls.__init__ is object.__init__:
-            return []
-        sig = inspect.signature(cls.__init__)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters: ``type(self)(**self.get_params())`` builds a twin."""
-        return {name: getattr(self, name) for name in self.param_names()}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-
-C = TypeVar("C", bound=Configurable)
-
-
-def build(registry: Registry[type[C]], name: str, params: Mapping[str, Any]) -> C:
-    """Look ``name`` up in ``registry`` and construct it with ``params``.
-
-    Raises:
-        UnknownNameError: ``name`` is not registered (the message lists the valid names).
-        ConfigError: a parameter name the class does not take (the message lists those it does).
-    """
-    cls = registry.get(name)
-    allowed = cls.param_names()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            problem(
-                f"{registry.kind} {name!r} takes no parameter {', '.join(map(repr, unknown))}",
-                allowed=", ".join(allowed) if allowed else "no parameters",
-                fix="remove or rename the parameter",
-            )
-        )
-    return cls(**params)
 
 
 @runtime_checkable
@@ -442,13 +390,14 @@ class SelectionContext:
         return out
 
 
-class Strategy(Configurable, ABC):
+class Strategy(Extension, ABC):
     """Base class of every selection strategy.
 
     Subclasses set ``name``, ``requires`` and ``cold_start``, take their parameters as keyword-only
-    ``__init__`` arguments stored untouched under the same names, and implement
-    :meth:`_select_positions`. The public :meth:`select` validates the request, checks what the
-    strategy requires, and checks the answer, so no strategy repeats that work.
+    ``__init__`` arguments stored untouched under the same names, declare what each accepts in
+    ``_parameter_constraints`` (:mod:`alcore.registry`), and implement :meth:`_select_positions`.
+    The public :meth:`select` validates the parameters and the request, checks what the strategy
+    requires, and checks the answer, so no strategy repeats that work.
     """
 
     name: ClassVar[str]
@@ -474,6 +423,7 @@ class Strategy(Configurable, ABC):
             ConfigError: ``n`` is not an int >= 1, or the context lacks what the strategy needs.
             PoolExhaustedError: ``n`` is larger than the number of unlabeled samples.
         """
+        self._validate_params()
         if not _is_int(n) or n < 1:
             raise ConfigError(
                 problem(
@@ -543,13 +493,13 @@ class Strategy(Configurable, ABC):
         """
 
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", where="al.strategy_params")
 
 
 def make_strategy(name: str, **params: Any) -> Strategy:
-    """Build the strategy registered as ``name`` with ``params``.
+    """Build the strategy registered as ``name`` with ``params`` (checked against what it declares).
 
     >>> make_strategy("margin")
     Margin()
     """
-    return build(STRATEGIES, name, params)
+    return STRATEGIES.create(name, **params)

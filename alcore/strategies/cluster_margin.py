@@ -11,11 +11,12 @@ k-means (scikit-learn), ``n_clusters`` (default ``b``) clusters: O(b x d) memory
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import check_choice, check_float, check_int, kmeans, space_rows
+from alcore.registry import Integral, Interval, Options, Real
+from alcore.strategies._common import kmeans, space_rows
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy, top_n
 from alcore.strategies.uncertainty import margin_scores
 
@@ -53,6 +54,11 @@ class ClusterMargin(Strategy):
     name = "cluster_margin"
     requires: ClassVar[frozenset[str]] = frozenset({"model", "embeddings"})
     cold_start: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "margin_factor": [Interval(Real, 0.999, None, closed="neither")],
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
+        "space": [Options(("embedding", "features"))],
+    }
 
     def __init__(self, *, margin_factor: float = 10.0, n_clusters: int | None = None, space: str = "embedding") -> None:
         self.margin_factor = margin_factor
@@ -60,9 +66,6 @@ class ClusterMargin(Strategy):
         self.space = space
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        check_float("cluster_margin", "margin_factor", self.margin_factor, low=0.999, high=np.inf)
-        check_int("cluster_margin", "n_clusters", self.n_clusters, none_ok=True)
-        check_choice("cluster_margin", "space", self.space, ("embedding", "features"))
         unl = ctx.unlabeled_positions()
         m = min(unl.size, int(np.ceil(self.margin_factor * n)))
         cand = unl[top_n(margin_scores(ctx.probs()), m, rng)]

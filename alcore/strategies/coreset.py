@@ -10,11 +10,12 @@ pick (``X @ c``), plus one chunked GEMM against the labeled centres at the start
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import CHUNK, check_choice, pick_max, space_rows, sq_dists, sq_norms
+from alcore.registry import Options
+from alcore.strategies._common import CHUNK, pick_max, space_rows, sq_dists, sq_norms
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["Coreset", "kcenter_greedy"]
@@ -90,12 +91,12 @@ class Coreset(Strategy):
     name = "coreset"
     requires: ClassVar[frozenset[str]] = frozenset({"embeddings"})
     cold_start: ClassVar[bool] = False
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"space": [Options(("embedding", "features"))]}
 
     def __init__(self, *, space: str = "embedding") -> None:
         self.space = space
 
     def _check_requirements(self, ctx: SelectionContext) -> None:
-        check_choice("coreset", "space", self.space, ("embedding", "features"))
         if self.space == "embedding" or ctx.n_labeled == 0:  # features need no model
             super()._check_requirements(ctx)
 

@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import check_choice, check_float, check_int
+from alcore.registry import Integral, Interval, Real
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy, top_n
 
 __all__ = ["NTKCPL", "NTKParams", "init_ntk_mlp", "ntk_kernel", "ntk_outputs", "ntkcpl_select"]
@@ -236,6 +236,15 @@ class NTKCPL(Strategy):
     name = "ntkcpl"
     requires: ClassVar[frozenset[str]] = frozenset({"features"})
     cold_start: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "max_kernel": [Interval(Integral, 1, None, closed="left")],
+        "max_clusters": [Interval(Integral, 1, None, closed="left")],
+        "step": [Interval(Integral, 1, None, closed="left")],
+        "min_steps": [Interval(Integral, 1, None, closed="left")],
+        "jitter": [Interval(Real, 0, 1, closed="right")],
+        "centred": ["boolean"],
+    }
 
     def __init__(
         self,
@@ -257,10 +266,6 @@ class NTKCPL(Strategy):
         self.centred = centred
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        for name in ("hidden", "max_kernel", "max_clusters", "step", "min_steps"):
-            check_int("ntkcpl", name, getattr(self, name))
-        check_float("ntkcpl", "jitter", self.jitter, low=0.0, high=1.0)
-        check_choice("ntkcpl", "centred", self.centred, (True, False))
         lab = ctx.labeled_positions()
         return ntkcpl_select(
             ctx.features,

@@ -23,15 +23,14 @@ cap.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from alcore.registry import Integral, Interval, Real
 from alcore.strategies._common import (
     CHUNK,
     as_float32,
-    check_float,
-    check_int,
     kmeans,
     pick_max,
     sq_dists,
@@ -160,6 +159,12 @@ class ProbCover(Strategy):
     name = "probcover"
     requires: ClassVar[frozenset[str]] = frozenset({"features"})
     cold_start: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "delta": [Interval(Real, 0, None, closed="neither"), None],
+        "purity": [Interval(Real, 0, 1, closed="right")],
+        "max_points": [Interval(Integral, 1, None, closed="left")],
+        "max_degree": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -175,10 +180,6 @@ class ProbCover(Strategy):
         self.max_degree = max_degree
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        check_float("probcover", "delta", self.delta, low=0.0, high=np.inf, none_ok=True)
-        check_float("probcover", "purity", self.purity, low=0.0, high=1.0)
-        check_int("probcover", "max_points", self.max_points)
-        check_int("probcover", "max_degree", self.max_degree)
         unl = ctx.unlabeled_positions()
         lab = ctx.labeled_positions()
         n_unl = min(unl.size, max(n, int(self.max_points) - lab.size))

@@ -23,11 +23,12 @@ easiest images land in the first batch. It is offered only to reproduce the publ
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from alcore.errors import ConfigError, problem
+from alcore.registry import Integral, Interval
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 from alcore.strategies.uncertainty import least_confidence_scores
 
@@ -66,14 +67,16 @@ class PT4AL(Strategy):
     name = "pt4al"
     requires: ClassVar[frozenset[str]] = frozenset({"pretext_loss"})
     cold_start: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "faithful": ["boolean"],
+        "n_batches": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(self, *, faithful: bool = False, n_batches: int | None = None) -> None:
         self.faithful = faithful
         self.n_batches = n_batches
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        if not isinstance(self.faithful, bool):
-            raise ConfigError(problem(f"pt4al: faithful={self.faithful!r}", allowed="true or false"))
         t = self.n_batches if self.n_batches is not None else ctx.n_rounds
         if not isinstance(t, int | np.integer) or isinstance(t, bool) or t < 1:
             raise ConfigError(

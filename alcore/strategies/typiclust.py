@@ -19,11 +19,12 @@ Memory: the ``(N, D)`` features (not copied when float32), O(N) labels, and per 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import as_float32, check_int, kmeans
+from alcore.registry import Integral, Interval
+from alcore.strategies._common import as_float32, kmeans
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["TypiClust", "typicality"]
@@ -55,6 +56,11 @@ class TypiClust(Strategy):
     name = "typiclust"
     requires: ClassVar[frozenset[str]] = frozenset({"features"})
     cold_start: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "max_clusters": [Interval(Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "min_cluster_size": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(self, *, max_clusters: int = 500, n_neighbors: int = 20, min_cluster_size: int = 5) -> None:
         self.max_clusters = max_clusters
@@ -62,9 +68,6 @@ class TypiClust(Strategy):
         self.min_cluster_size = min_cluster_size
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        check_int("typiclust", "max_clusters", self.max_clusters)
-        check_int("typiclust", "n_neighbors", self.n_neighbors)
-        check_int("typiclust", "min_cluster_size", self.min_cluster_size, low=0)
         X = as_float32(ctx.features)
         k = min(ctx.n_labeled + n, int(self.max_clusters), ctx.n_pool)
         _, labels = kmeans(X, k, rng)

@@ -5,16 +5,13 @@ import sys
 import numpy as np
 import pytest
 
+from alcore.checks import check_budget
 from alcore.config import parse_params
 from alcore.errors import BudgetExceededError, ConfigError, ExperimentLockedError, LabelError
-from alcore.experiment import (
-    check_budget,
-    derive_seed,
-    experiment_lock,
-    open_state,
-    positions_of,
-    round_strategy,
-)
+from alcore.idtable import IdIndex
+from alcore.run_state import experiment_lock, open_state
+from alcore.seeding import derive_seed
+from alcore.steps import round_strategy
 
 IDS = np.arange(100, 200, dtype=np.int64)
 
@@ -75,15 +72,15 @@ def test_round_one_is_random_unless_cold_start():
 
 
 def test_positions_and_seeds():
-    np.testing.assert_array_equal(positions_of(np.array([150, 100]), IDS), [50, 0])
+    np.testing.assert_array_equal(IdIndex(IDS).positions(np.array([150, 100])), [50, 0])
     with pytest.raises(ConfigError, match="not in this feature set"):
-        positions_of(np.array([5]), IDS)
+        IdIndex(IDS).positions(np.array([5]), where="this feature set")
     assert derive_seed(0, "select", 1) == derive_seed(0, "select", 1) != derive_seed(0, "select", 2)
 
 
 def test_second_process_is_locked_out(tmp_path):
     code = (
-        "import sys; from alcore.experiment import experiment_lock\n"
+        "import sys; from alcore.run_state import experiment_lock\n"
         "from alcore.errors import ExperimentLockedError\n"
         f"try:\n  with experiment_lock({str(tmp_path)!r}): pass\n"
         "except ExperimentLockedError as e: print('LOCKED', e); sys.exit(3)\n"
@@ -99,10 +96,11 @@ def test_second_process_is_locked_out(tmp_path):
 
 
 def test_features_of_another_encoder_are_refused(tmp_path):
+    from alcore.checks import check_features_match_encoder
     from alcore.datasets import load_dataset
     from alcore.encoders import create_encoder, save_encoder
     from alcore.errors import FeatureMismatchError
-    from alcore.experiment import check_features_match_encoder, compute_features
+    from alcore.steps import compute_features
 
     data = load_dataset("digits", max_pool=40, max_test=20)
     a, b = create_encoder("cifar_resnet8"), create_encoder("cifar_resnet8")

@@ -1,0 +1,79 @@
+"""What the flows that drive rounds share (active_learning, labeling_cycle, compare, as3l): the
+checked inputs, the experiment's learner with its Prefect steps, and its MLflow run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from alcore.checks import check_budget, check_features_match_encoder, check_oracle, strategy_needs_pretext
+from alcore.config import Params
+from alcore.features import read_spec
+from alcore.layout import Layout
+from alcore.report import round_rows
+from alcore.rounds import ActiveLearner, RunInputs
+from alcore.run_state import ExperimentState
+from flows._util import read_json, say
+from flows.steps import TaskSteps
+from tasks import tracking
+
+
+def read_inputs(p: Params, L: Layout) -> RunInputs:
+    """The stages' outputs, checked before any work: the budget against the pool, the oracle
+    against unlabeled images, the feature files against each other and against the encoder."""
+    inputs = RunInputs.from_layout(p, L)
+    check_budget(p.al, inputs.n_pool)
+    check_oracle(p.oracle, inputs.n_unlabeled)
+    spec = read_spec(inputs.pool["path"])
+    read_spec(inputs.test["path"]).check_compatible(spec)
+    check_features_match_encoder(inputs.encoder["path"], spec)
+    return inputs
+
+
+def open_learner(p: Params, L: Layout, inputs: RunInputs, *, new: Callable[[ExperimentState], bool]) -> ActiveLearner:
+    """The experiment's learner on its saved state (resumed, or new), with Prefect tasks as its
+    steps. ``new(state)`` says whether to (re)do round 0: the setup paid for before the first label
+    (pre-training; the pool's extraction when the pipeline uses it) and the first feature version."""
+
+    def setup() -> dict[str, float]:
+        pretraining = read_json(L.encoder_meta, "encoder")["seconds"]
+        if strategy_needs_pretext(p.al.strategy):  # the rotation task is pre-training paid for this strategy
+            pretraining += read_json(L.pretext_meta, "pretext")["seconds"]
+        return {"pretraining": pretraining, "extraction": read_json(L.features_meta, "features")["seconds"]["pool"]}
+
+    return ActiveLearner.open(p, inputs, TaskSteps(p), run_dir=L.run_dir(p.experiment.name), new=new, setup=setup)
+
+
+def track(learner: ActiveLearner) -> str:
+    """The experiment's MLflow run (created once, its id kept in the state); every round measured
+    from now on is logged to it, with one line to the console."""
+    st = learner.state
+    p = learner.params
+    run_id = tracking.start_run(
+        p.experiment.name, p.model_dump(mode="json", exclude={"compare"}), st.tracking.get("mlflow_run_id")
+    )
+    st.tracking["mlflow_run_id"] = run_id
+    learner.on_round = lambda r: log_round(learner.state, run_id, r)
+    return run_id
+
+
+def log_round(st: ExperimentState, run_id: str, r: int) -> None:
+    """Round ``r``'s costs, metrics and trigger decision to MLflow, and one line to the console."""
+    row = next(x for x in round_rows(st) if x["round"] == r)
+    trig = st.records[r].get("trigger", {})
+    metrics: dict[str, Any] = {k: v for k, v in row.items() if k != "round"}
+    metrics.update({f"trigger_{k}": v for k, v in trig.items()})
+    tracking.log_metrics(run_id, metrics, step=r)
+    acc = " ".join(f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r])
+    say(
+        f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
+    )
+    if trig.get("fired"):
+        say(f"           realigned after round {r} ({trig['reason']}): features v{st.records[r]['version']}")
+
+
+def log_summary(st: ExperimentState, run_id: str, summary: dict[str, Any]) -> None:
+    """The final numbers of a run to its MLflow run."""
+    tracking.log_metrics(
+        run_id, {f"final_{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=st.round
+    )
