@@ -1,14 +1,25 @@
-"""A labeling cycle that a test can kill at a chosen file operation (run as a script).
+"""An alcore command that a test can kill at a chosen point.
 
-``python tests/_kill_child.py MODE K [alcore cli args]``: the process's K-th ``os.replace`` (every
-atomic write and every move out of the inbox goes through one) is where the fault strikes.
+``python tests/_kill_child.py MODE K [alcore cli args]`` (default args: ``label cycle``), or, much
+cheaper, forked from a parent that has done the slow imports once (:mod:`tests._forker`).
 
-- ``before``: SIGKILL just before the K-th replace (the new file is complete, not yet in place);
+At the process's K-th ``os.replace`` (every atomic write and every move out of the inbox goes
+through one):
+
+- ``before``: SIGKILL just before it (the new file is complete, not yet in place);
 - ``after``: SIGKILL just after it;
 - ``pause``: wait just before it until the file ``.resume`` appears in the working directory
   (another run can then find the experiment locked);
-- ``none``: no fault (the test may still kill the process on a timer);
 - ``count``: no fault; print how many replaces there were at exit.
+
+At the learner's steps:
+
+- ``saved``: SIGKILL just after the K-th save of the run state;
+- ``bought``: SIGKILL when the K-th batch of labels has been bought from the oracle (the ``label``
+  step returned) and before the state that records them is written;
+- ``none``: no fault (the test may still kill the process on a timer).
+
+With ``ALCORE_TEST_ORACLE_LOG`` set, every id the oracle is asked about is appended to that file.
 """
 
 from __future__ import annotations
@@ -18,36 +29,98 @@ import signal
 import sys
 import time
 
-mode, k = sys.argv[1], int(sys.argv[2])
-_real = os.replace
-_count = 0
+_real_replace = os.replace
 
 
-def _replace(src, dst, *a, **kw):
-    global _count
-    _count += 1
-    if _count == k and mode == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if _count == k and mode == "pause":
-        print("PAUSED", flush=True)
-        deadline = time.time() + 120
-        while not os.path.exists(".resume") and time.time() < deadline:
-            time.sleep(0.1)
-    out = _real(src, dst, *a, **kw)
-    if _count == k and mode == "after":
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-if mode != "none":
-    os.replace = _replace
-if mode == "count":
-    import atexit
+def _at_kth(cls: type, name: str, k: int, *, before: bool) -> None:
+    real, calls = getattr(cls, name), []
 
-    atexit.register(lambda: print(f"REPLACES {_count}", flush=True))
+    def hooked(self, *a, **kw):
+        calls.append(1)
+        if before and len(calls) == k:
+            _kill()
+        out = real(self, *a, **kw)
+        if not before and len(calls) == k:
+            _kill()
+        return out
 
-from alcore.cli import main  # noqa: E402 - after the hook, so every module sees it
-from flows import labeling  # noqa: E402, F401 - the slow imports, before READY
+    setattr(cls, name, hooked)
 
-print("READY", flush=True)  # a kill on a timer counts from here: the cycle itself
-sys.exit(main(["label", "cycle", *sys.argv[3:]]))
+
+def install(mode: str, k: int) -> None:
+    """Put the fault of ``mode`` at point ``k`` in place (and the oracle log, when asked for)."""
+    count = [0]
+
+    def replace(src, dst, *a, **kw):
+        count[0] += 1
+        if count[0] == k and mode == "before":
+            _kill()
+        if count[0] == k and mode == "pause":
+            print("PAUSED", flush=True)
+            deadline = time.time() + 120
+            while not os.path.exists(".resume") and time.time() < deadline:
+                time.sleep(0.1)
+        out = _real_replace(src, dst, *a, **kw)
+        if count[0] == k and mode == "after":
+            _kill()
+        return out
+
+    if mode in ("before", "after", "pause", "count"):
+        os.replace = replace
+    if mode == "count":
+        import atexit
+
+        atexit.register(lambda: print(f"REPLACES {count[0]}", flush=True))
+    if mode == "saved":
+        from alcore.run_state import ExperimentState
+
+        _at_kth(ExperimentState, "save", k, before=False)
+    if mode == "bought":
+        from alcore.rounds import ActiveLearner
+
+        _at_kth(ActiveLearner, "update", k, before=True)  # the answers are in hand, the state not yet written
+    if os.environ.get("ALCORE_TEST_ORACLE_LOG"):
+        import alcore.steps
+
+        make = alcore.steps.make_oracle_for
+
+        def logged(*a, **kw):
+            oracle = make(*a, **kw)
+            query = oracle.query
+
+            def logged_query(ids):
+                with open(os.environ["ALCORE_TEST_ORACLE_LOG"], "a") as fh:
+                    fh.write("".join(f"{int(i)}\n" for i in ids))
+                return query(ids)
+
+            oracle.query = logged_query
+            return oracle
+
+        alcore.steps.make_oracle_for = logged
+
+
+def preload() -> None:
+    """The slow imports, so that READY (and a timer) counts from the command's own work."""
+    import mlflow  # noqa: F401
+
+    import alcore.cli  # noqa: F401
+    from flows import labeling, pipeline  # noqa: F401
+
+
+def run(argv: list[str]) -> int:
+    """``MODE K [alcore cli args]``: install the fault, say READY, run the command."""
+    mode, k, args = argv[0], int(argv[1]), argv[2:] or ["label", "cycle"]
+    install(mode, k)
+    from alcore.cli import main
+
+    print("READY", flush=True)
+    return main(args)
+
+
+if __name__ == "__main__":
+    preload()
+    sys.exit(run(sys.argv[1:]))

@@ -90,3 +90,16 @@ def tiny_stages(tmp_path_factory, prefect_harness) -> Path:
     for stage in (prepare, encoder, features):
         stage(params, root=str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def forker(prefect_harness, tmp_path_factory):
+    """Kill-test children forked from one pre-imported parent (``tests/_forker.py``); they use
+    the session's Prefect server, so a killed child leaves no temporary server behind."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tests._forker import Forker
+
+    f = Forker({**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}, tmp_path_factory.mktemp("forks"))
+    yield f
+    f.close()

@@ -1,8 +1,14 @@
 """``dvc repro`` in a temporary copy of the project: reproduces, then does nothing, then reruns
-only what a changed parameter touches."""
+only what a changed parameter touches; ``alcore run`` elsewhere gets the same ids and accuracies;
+an edit to any library file marks every stage changed.
+
+The stage processes use the session's Prefect server (a temporary server per process costs more
+than the stage itself) and the project's own result storage, so nothing is served from another
+project's cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,17 +31,29 @@ def _run(cmd, cwd, env):
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dvcproj")
+def _copy_project(root: Path, env_base: dict[str, str]) -> tuple[Path, dict[str, str]]:
     for name in ("alcore", "tasks", "flows"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
     full = parse_params(tiny(experiment={"name": "dvc"})).model_dump(mode="json")  # DVC needs every section
     (root / "params.yaml").write_text(yaml.safe_dump(full))
-    env = {**os.environ, "PYTHONPATH": str(root), "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**env_base, "PYTHONPATH": str(root)}
+    return root, env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {
+        **os.environ,
+        "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),  # the session's server
+    }
     for k in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH", "MLFLOW_TRACKING_URI", "ALCORE_MLFLOW_ARTIFACTS"):
         env.pop(k)  # the project's own defaults (.prefect/, mlflow.db inside the copy)
+    root, env = _copy_project(tmp_path_factory.mktemp("dvcproj"), env)
     _run(["git", "init", "-q"], root, env)
     _run([DVC, "init", "-q"], root, env)
     return root, env
@@ -55,6 +73,14 @@ def test_repro_then_nothing_then_only_what_changed(project):
     metrics = _run([DVC, "metrics", "show", "--json"], root, env)
     assert "total_usd" in metrics
 
+    # the same parameters through `alcore run` in another folder (its own cache): the same run
+    other, env2 = _copy_project(root.parent / "alcore-run", env)
+    _run([os.sys.executable, "-m", "alcore.cli", "run"], other, env2)
+    a, b = (json.loads((r / "runs" / "dvc" / "state.json").read_text()) for r in (root, other))
+    assert a["labels"] == b["labels"]  # the same ids, labels and rounds
+    assert a["records"] == b["records"]  # the same proxy accuracies
+    assert a["final"]["accuracy"] == b["final"]["accuracy"]  # the same network, seeded from the start
+
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["al"]["rounds"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(p))
@@ -62,6 +88,19 @@ def test_repro_then_nothing_then_only_what_changed(project):
     assert "Running stage 'active_learning'" in out and "Running stage 'report'" in out
     for stage in ("prepare", "encoder", "features"):
         assert f"Running stage '{stage}'" not in out
-    import json
-
     assert json.loads((root / "reports" / "metrics.json").read_text())["labels"] == 40
+
+
+def test_an_edit_to_any_library_file_changes_every_stage(project):
+    root, env = project
+    lib = root / "alcore" / "cluster.py"  # a file no stage names by itself
+    before = lib.read_text()
+    try:
+        lib.write_text(before + "\n# an edit\n")
+        out = _run([DVC, "status"], root, env)
+    finally:
+        lib.write_text(before)
+    for stage in ("prepare", "encoder", "features", "pretext", "active_learning", "report"):
+        assert f"{stage}:" in out, out
+    assert "modified:" in out and "alcore" in out, out
+    assert "Data and pipelines are up to date" in _run([DVC, "status"], root, env)

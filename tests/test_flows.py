@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -147,34 +146,46 @@ def test_crash_mid_run_resumes_without_buying_twice(tmp_path, prefect_harness, m
     assert st.ledger.totals()["labels"] == 40
 
 
-def test_sigkill_anywhere_then_resume(tmp_path, prefect_harness):
-    """A real SIGKILL of the flow process; the restarted run completes with every label bought once."""
-    from flows.pipeline import encoder, features, prepare
+def test_sigkill_between_a_purchase_and_its_state_write_and_after_a_save(tmp_path, tiny_stages, forker):
+    """Real SIGKILLs of the flow process at chosen points: once when a batch of labels has just been
+    bought and the state that records it is not written yet, once just after a state write; the
+    restarted run completes with every label bought from the oracle exactly once."""
+    from tests._tiny import copy_stages
 
-    d = tiny(experiment={"name": "killed"}, proxy={"epochs": 400}, al={"rounds": 6})
+    d = tiny(experiment={"name": "killed", "seed": 1234}, al={"rounds": 5})  # a seed no other test buys with
     params = parse_params(d)
-    for stage in (prepare, encoder, features):
-        stage(params, root=str(tmp_path))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))
-    state = Layout(tmp_path).state("killed")
+    root = copy_stages(tiny_stages, tmp_path / "project")
+    (root / "params.yaml").write_text(yaml.safe_dump(d))
+    state, asked = Layout(root).state("killed"), tmp_path / "oracle.log"
     from prefect.settings import PREFECT_API_URL
 
     # the children use the harness's server: a killed child leaves no temporary server behind
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    cmd = [sys.executable, "-m", "flows.pipeline", "active_learning"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and ExperimentState.load(state).round >= 2:
-            break
-        time.sleep(0.05)
-    killed = proc.poll() is None
-    proc.send_signal(signal.SIGKILL) if killed else None
-    proc.wait()
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "ALCORE_TEST_ORACLE_LOG": str(asked)}
+    run = ["run", "--stage", "active_learning"]
+
+    def child(mode: str, k: int) -> SimpleNamespace:
+        proc = forker.spawn([mode, str(k), *run], root, env)
+        out = proc.communicate(timeout=300)[0]
+        return SimpleNamespace(returncode=proc.returncode, stdout=out, stderr="")
+
+    def bought() -> list[int]:
+        return [int(x) for x in asked.read_text().split()]
+
+    r = child("bought", 2)  # round 2's labels bought, its state write not done
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr  # it did kill
     mid = ExperimentState.load(state)
-    assert mid.labels.n_labeled == sum(params.al.schedule()[: mid.round])
-    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert mid.round == 1 and mid.labels.n_labeled == 10 == mid.ledger.totals()["labels"]
+    assert len(bought()) == 20  # round 2's batch was paid for, but is not in the state
+
+    r = child("saved", 3)  # resumed: kill right after its third state write
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    assert "Resuming" in r.stdout
+    mid = ExperimentState.load(state)
+    assert mid.labels.n_labeled == sum(params.al.schedule()[: mid.round]) == mid.ledger.totals()["labels"]
+    assert len(bought()) == mid.labels.n_labeled  # round 2 came from the label task's cache, not the oracle
+
+    r = child("none", 0)
     assert r.returncode == 0, r.stdout + r.stderr
     end = ExperimentState.load(state)
-    assert end.round == 6 and end.labels.n_labeled == 60 == end.ledger.totals()["labels"]
-    assert killed or "Resuming" not in r.stdout
+    assert end.round == 5 and end.labels.n_labeled == 50 == end.ledger.totals()["labels"] and end.final
+    assert sorted(bought()) == sorted(end.labels.labeled_ids.tolist())  # each label bought once, none lost

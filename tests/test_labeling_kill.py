@@ -17,8 +17,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +33,6 @@ from tests._tiny import copy_stages, tiny
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
-CHILD = str(REPO / "tests" / "_kill_child.py")
 NAME = "killed"
 PRICE = 0.5
 PARAMS = tiny(
@@ -51,16 +50,9 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
 
 
-def spawn(root: Path, mode: str = "none", k: int = 0, until: str = "READY") -> tuple[subprocess.Popen, str]:
+def spawn(forker, root: Path, mode: str = "none", k: int = 0, until: str = "READY") -> tuple[Any, str]:
     """Start a cycle in a child process; return it once it has printed ``until`` (and what it said)."""
-    proc = subprocess.Popen(
-        [sys.executable, CHILD, mode, str(k)],
-        cwd=root,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = forker.spawn([mode, str(k)], root, child_env())
     said = ""
     while until not in said:
         line = proc.stdout.readline()
@@ -154,18 +146,22 @@ def check_consistent(root: Path, annotator: Annotator) -> dict[str, int]:
     return {"labeled": n}
 
 
-def run_trials(root: Path, n_trials: int, seed: int) -> dict[str, int]:
+def run_trials(
+    forker: Any, root: Path, n_trials: int, seed: int, plan: list[tuple[str, int]] | None = None
+) -> dict[str, int]:
+    """``n_trials`` cycles with faults drawn at random, or the faults of ``plan`` in order
+    (``(mode, k)``: ``before`` / ``after`` the k-th file replacement, or ``none``)."""
     rng = np.random.default_rng(seed)
     annotator = Annotator(root, rng)
     stats = {"trials": 0, "killed": 0, "at_replace": 0, "on_timer": 0, "finished": 0}
-    for _ in range(n_trials):
+    for trial in range(len(plan) if plan else n_trials):
         annotator.answer()
-        if rng.random() < 0.7:  # at a file replacement: the moments where state changes
-            fault, k = str(rng.choice(["before", "after"])), int(rng.integers(1, 13))
-            proc, said = spawn(root, fault, k)
+        if plan or rng.random() < 0.7:  # at a file replacement: the moments where state changes
+            fault, k = plan[trial] if plan else (str(rng.choice(["before", "after"])), int(rng.integers(1, 13)))
+            proc, said = spawn(forker, root, fault, k)
             out = said + proc.communicate(timeout=300)[0]
         else:  # at a random moment of the cycle's work (imports done)
-            fault, (proc, said) = "timer", spawn(root)
+            fault, (proc, said) = "timer", spawn(forker, root)
             try:
                 out = said + proc.communicate(timeout=float(rng.uniform(0.0, 6.0)))[0]
             except subprocess.TimeoutExpired:
@@ -185,7 +181,7 @@ def run_trials(root: Path, n_trials: int, seed: int) -> dict[str, int]:
     for _ in range(4):
         if not [f for f in inbox.glob("*") if f.is_file() and not f.name.startswith(".")]:
             break
-        proc, said = spawn(root)
+        proc, said = spawn(forker, root)
         out = said + proc.communicate(timeout=300)[0]
         assert proc.returncode in (0, 2), out
     final = check_consistent(root, annotator)
@@ -213,25 +209,32 @@ def _setup(tmp_path: Path, tiny_stages: Path) -> Path:
     return root
 
 
-def test_sigkill_a_few_times(tmp_path, tiny_stages):
-    stats = run_trials(_setup(tmp_path, tiny_stages), n_trials=3, seed=1)
+#: Kills at points each cycle is sure to reach: the first cycle's first write (the new state), the
+#: next one's first (the first batch recorded, its job not yet written), a clean cycle that exports
+#: the job, then a cycle killed right after it moved an answered file out of the inbox.
+PLAN = [("after", 1), ("before", 1), ("none", 0), ("after", 2)]
+
+
+def test_sigkill_a_few_times(tmp_path, tiny_stages, forker):
+    stats = run_trials(forker, _setup(tmp_path, tiny_stages), n_trials=len(PLAN), seed=1, plan=PLAN)
     print("sigkill trials:", stats)
+    assert stats["killed"] == 3 and stats["finished"] == 1  # every planned kill struck
     assert stats["lost"] == 0 and stats["committed"] == stats["answers"] > 0
 
 
 @pytest.mark.slow
-def test_sigkill_many_times(tmp_path, tiny_stages):
-    stats = run_trials(_setup(tmp_path, tiny_stages), n_trials=24, seed=2024)
+def test_sigkill_many_times(tmp_path, tiny_stages, forker):
+    stats = run_trials(forker, _setup(tmp_path, tiny_stages), n_trials=24, seed=2024)
     print("sigkill trials:", stats)
     assert stats["killed"] >= 10 and stats["batches"] >= 3  # faults struck, and the experiment still moved on
     assert stats["lost"] == 0 and stats["committed"] == stats["answers"] > 0
 
 
-def test_two_runs_at_once_one_refuses(tmp_path, tiny_stages):
+def test_two_runs_at_once_one_refuses(tmp_path, tiny_stages, forker):
     root = _setup(tmp_path, tiny_stages)
-    first, said = spawn(root, "pause", 1, until="PAUSED")  # holds the lock, paused at its first write
+    first, said = spawn(forker, root, "pause", 1, until="PAUSED")  # holds the lock, paused at its first write
     assert "PAUSED" in said, said
-    second, said2 = spawn(root)
+    second, said2 = spawn(forker, root)
     out2 = said2 + second.communicate(timeout=300)[0]
     (root / ".resume").touch()
     out1 = said + first.communicate(timeout=300)[0]

@@ -106,3 +106,43 @@ def test_compare_writes_tables_plots_and_ratios(root):
     md = (out / "tables.md").read_text()
     assert "standard/margin" in md and "labels to target" in md
     assert (root / "compare" / "runs" / "cmp-svpp-margin-s1" / "state.json").is_file()
+
+
+def test_logme_trigger_compares_only_within_one_feature_version(root):
+    """After a realignment the trigger starts a new history: round 3's LogME, measured on the new
+    features, is never compared with round 2's, measured on the old ones."""
+    from flows.active_learning import active_learning
+
+    p = _params("logme", "asvp", rounds=4, trigger="logme_drop", trigger_params={"tolerance": 10.0, "min_labels": 2})
+    active_learning(p, root=str(root))
+    st = ExperimentState.load(Layout(root).state("logme"))
+    t = {r: st.records[r]["trigger"] for r in (1, 2, 3, 4)}
+    assert not t[1]["fired"] and t[1]["reason"] == "no previous round"
+    assert t[2]["fired"] and t[2]["version"] == 0  # any LogME change < 10 fires: v0 -> v1
+    assert t[3]["version"] == 1 and not t[3]["fired"] and t[3]["reason"] == "no previous round"
+    assert "logme_delta" not in t[3]  # nothing on v1 to compare with
+    assert t[4]["version"] == 1 and "logme_delta" in t[4]  # compared with round 3, on the same features
+    assert [st.records[r]["version"] for r in (1, 2, 3, 4)] == [0, 1, 1, 1]
+
+
+def test_a_realignment_that_cannot_change_the_features_is_refused():
+    from alcore.checks import check_params
+    from alcore.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.mode=lp freezes it.*Fix: set train.mode=auto"):
+        check_params(parse_params(tiny(al={"pipeline": "asvp"}, train={"mode": "lp"})))
+    check_params(parse_params(tiny(al={"pipeline": "svpp"}, train={"mode": "lp"})))
+
+
+def test_every_proxy_setting_reaches_the_results(root):
+    """The same experiment again with a useless proxy (2 hidden units, 1 epoch, lr 1e-6): every
+    proxy is trained again and the accuracies are the useless proxy's, not served from the cache."""
+    from flows.active_learning import active_learning
+
+    active_learning(_params("probe", "svpp"), root=str(root))
+    good = ExperimentState.load(Layout(root).state("probe")).records
+    useless = parse_params({**_params("probe", "svpp").model_dump(), "proxy": {"hidden": 2, "epochs": 1, "lr": 1e-6}})
+    active_learning(useless, fresh=True, root=str(root))
+    bad = ExperimentState.load(Layout(root).state("probe")).records
+    assert [bad[r]["proxy_accuracy"] for r in (1, 2, 3)] != [good[r]["proxy_accuracy"] for r in (1, 2, 3)]
+    assert max(bad[r]["proxy_accuracy"] for r in (1, 2, 3)) < 0.3 < good[3]["proxy_accuracy"]

@@ -110,3 +110,24 @@ def test_features_of_another_encoder_are_refused(tmp_path):
         check_features_match_encoder(tmp_path / "b.safetensors", spec)
     save_encoder(a, tmp_path / "a.safetensors")
     check_features_match_encoder(tmp_path / "a.safetensors", spec)
+
+
+def test_the_encoders_initial_weights_come_from_the_experiment_seed():
+    """SimCLR starts from these weights: whatever ran before in the process, the same seed gives
+    the same encoder, and the caller's random state is left alone."""
+    import torch
+
+    from alcore.config import EncoderCfg
+    from alcore.datasets import load_dataset
+    from alcore.steps import pretrained_encoder
+
+    cfg = EncoderCfg(arch="cifar_resnet8", ssl={"method": "none"})
+    data = load_dataset("digits", max_pool=20, max_test=10)
+    torch.manual_seed(123)
+    a = pretrained_encoder(cfg, data, seed=0, device="cpu", progress=False)
+    torch.rand(7)  # other work drew from the global generator in between
+    state = torch.get_rng_state()
+    b = pretrained_encoder(cfg, data, seed=0, device="cpu", progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    c = pretrained_encoder(cfg, data, seed=1, device="cpu", progress=False)
+    assert a.weights_digest() == b.weights_digest() != c.weights_digest()

@@ -112,21 +112,40 @@ def test_thread_runner_shards_and_cached_rerun(built, tmp_path, monkeypatch):
     _same_content(Layout(root).features("pool"), Layout(built).features("pool"))
 
 
-def test_rounds_on_memory_mapped_features_buy_the_same_labels(built, tmp_path):
-    """The whole rounds loop with features over the memory budget: the same labels, bought the same way."""
+def test_rounds_on_memory_mapped_features_buy_the_same_labels(built, tmp_path, monkeypatch):
+    """The whole rounds loop with features over the memory budget: every selection really runs on
+    the memory map (the budget is not in any cache key, so the cache is bypassed here), and buys
+    the same labels as from memory."""
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+
+    import alcore.steps
     from alcore.run_state import ExperimentState
     from flows.active_learning import active_learning
 
     root = _project(built, tmp_path)
     shutil.copytree(built / "features", root / "features")
+    seen: list[tuple[str, bool]] = []
+    real = alcore.steps.select_batch
+
+    def spy(strategy, params, pool, *a, **k):
+        seen.append((strategy, isinstance(pool.X, np.memmap)))
+        return real(strategy, params, pool, *a, **k)
+
+    monkeypatch.setattr(alcore.steps, "select_batch", spy)
     states = {}
     for name, budget in (("loaded", 2048), ("mapped", 0.001)):  # 0.001 MB: 300 x 16 floats do not fit
         p = parse_params(tiny(experiment={"name": name}, features={"batch_size": 64, "memory_budget_mb": budget}))
-        active_learning(p, root=str(root))
+        seen.clear()
+        with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):  # compute, never serve
+            active_learning(p, root=str(root))
         states[name] = ExperimentState.load(Layout(root).state(name))
-    assert list((root / "features").glob("pool.*.memmap.npy"))  # the mapped run did read by memory map
+        assert [m for _, m in seen] == [name == "mapped"] * 3, seen  # all three selections, from where they should
+    assert list((root / "features").glob("pool.*.memmap.npy"))
     a, b = states["loaded"].labels, states["mapped"].labels
     assert a.labeled_ids.tolist() == b.labeled_ids.tolist() and a.n_labeled == 30
+    assert [r["proxy_accuracy"] for r in states["loaded"].records.values()] == [
+        r["proxy_accuracy"] for r in states["mapped"].records.values()
+    ]
 
 
 @pytest.mark.slow  # spawning processes that import torch and Prefect: half a minute on 2 cores

@@ -12,76 +12,14 @@ from alcore.strategies import (
     SelectionContext,
     Strategy,
     check_random_state,
+    check_strategy,
     entropy_scores,
     least_confidence_scores,
     make_strategy,
     margin_scores,
     top_n,
 )
-
-N_POOL, N_DIM, N_CLASSES, N_LABELED = 300, 16, 4, 40
-
-
-class SoftmaxScorer:
-    """A tiny multinomial logistic regression fitted by gradient descent (the Scorer protocol)."""
-
-    def __init__(self, X: np.ndarray, y: np.ndarray, n_classes: int, steps: int = 200) -> None:
-        self.mean = X.mean(axis=0)
-        Xc = X - self.mean
-        W = np.zeros((X.shape[1], n_classes))
-        b = np.zeros(n_classes)
-        onehot = np.eye(n_classes)[y]
-        for _ in range(steps):
-            p = self._softmax(Xc @ W + b)
-            W -= 0.1 * (Xc.T @ (p - onehot) / len(y) + 1e-2 * W)
-            b -= 0.1 * (p - onehot).mean(axis=0)
-        self.W, self.b = W, b
-
-    @staticmethod
-    def _softmax(z: np.ndarray) -> np.ndarray:
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self._softmax((X - self.mean) @ self.W + self.b)
-
-    def embed(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, dtype=np.float32)
-
-    def predict_proba_mc(self, X: np.ndarray, n_samples: int, *, random_state: int) -> np.ndarray:
-        """MC-dropout on the input: ``(T, n, C)``."""
-        rng = np.random.default_rng(random_state)
-        Xc = X - self.mean
-        keep = rng.random((n_samples, *X.shape)) >= 0.25
-        return np.stack([self._softmax((Xc * k / 0.75) @ self.W + self.b) for k in keep])
-
-
-def make_context(
-    pool_ids: np.ndarray | None = None, n_labeled: int = N_LABELED, with_model: bool = True
-) -> SelectionContext:
-    rng = np.random.default_rng(0)
-    centers = rng.normal(scale=3.0, size=(N_CLASSES, N_DIM))
-    truth = rng.integers(0, N_CLASSES, size=N_POOL)
-    features = (centers[truth] + rng.normal(size=(N_POOL, N_DIM))).astype(np.float32)
-    labels = np.full(N_POOL, -1, dtype=np.int64)
-    labeled = rng.choice(N_POOL, size=n_labeled, replace=False)
-    labels[labeled] = truth[labeled]
-    model = None
-    if with_model and n_labeled:
-        model = SoftmaxScorer(features[labeled], truth[labeled], N_CLASSES)
-    ids = np.arange(N_POOL, dtype=np.int64) if pool_ids is None else pool_ids
-    return SelectionContext(
-        pool_ids=ids,
-        features=features,
-        labels=labels,
-        n_classes=N_CLASSES,
-        model=model,
-        chunk_size=64,
-        extras={"pretext_loss": rng.gamma(2.0, size=N_POOL)},
-        n_rounds=4,
-    )
-
+from alcore.strategies.checks import N_CLASSES, N_DIM, N_LABELED, N_POOL, make_context
 
 ALL = STRATEGIES.names()
 WARM = [name for name in ALL if not STRATEGIES.get(name).cold_start]
@@ -412,3 +350,64 @@ def test_uncertainty_strategies_pick_the_known_ids(name: str) -> None:
     )
     np.testing.assert_array_equal(make_strategy(name).select(ctx, 2, random_state=0), [40, 20])
     np.testing.assert_array_equal(make_strategy(name).select(ctx, 5, random_state=0)[-1], 30)
+
+
+# -- check_strategy: the contract as a public check -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_check_strategy_passes_every_registered_strategy(name: str) -> None:
+    check_strategy(STRATEGIES.get(name))
+
+
+class FirstUnlabeled(Strategy):
+    """A user's own strategy: the unlabeled samples with the largest first feature."""
+
+    name = "first_unlabeled"
+    _parameter_constraints = {"descending": ["boolean"]}
+
+    def __init__(self, *, descending: bool = True) -> None:
+        self.descending = descending
+
+    def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
+        pos = ctx.unlabeled_positions()
+        v = np.asarray(ctx.features[pos, 0], dtype=np.float64)
+        return pos[top_n(v if self.descending else -v, n, rng)]
+
+
+def test_check_strategy_on_a_users_own_strategy() -> None:
+    check_strategy(FirstUnlabeled)
+    check_strategy(FirstUnlabeled, {"descending": False})
+
+
+@pytest.mark.parametrize(
+    "break_it, check",
+    [
+        ({"_parameter_constraints": {}}, "declares its parameter constraints"),
+        ({"_select_positions": lambda self, ctx, n, rng: np.arange(n)}, "returns n distinct unlabeled pool ids"),
+        (
+            {
+                "_select_positions": lambda self, ctx, n, rng: np.random.default_rng().permutation(
+                    ctx.unlabeled_positions()
+                )[:n]
+            },
+            "is deterministic under a seed",
+        ),
+        (  # claims to start cold, but reads the model's probabilities
+            {
+                "cold_start": True,
+                "_select_positions": lambda self, ctx, n, rng: ctx.unlabeled_positions()[
+                    np.argsort(ctx.probs()[:, 0], kind="stable")[:n]
+                ],
+            },
+            "starts cold",
+        ),
+        ({"requires": frozenset({"gpu"})}, "declares what it requires"),
+    ],
+)
+def test_check_strategy_names_the_broken_promise(break_it: dict, check: str) -> None:
+    from alcore.strategies.checks import StrategyContractError
+
+    broken = type("Broken", (FirstUnlabeled,), dict(break_it))
+    with pytest.raises(StrategyContractError, match=check):
+        check_strategy(broken)

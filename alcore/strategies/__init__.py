@@ -23,6 +23,7 @@ from alcore.strategies.base import (
     make_strategy,
     top_n,
 )
+from alcore.strategies.checks import StrategyContractError, check_strategy
 from alcore.strategies.cluster_margin import ClusterMargin
 from alcore.strategies.coreset import Coreset, kcenter_greedy
 from alcore.strategies.kmeans import KMeansDiversity, nearest_to_centroids
@@ -69,7 +70,9 @@ __all__ = [
     "badge_select",
     "badge_select_materialised",
     "bald_scores",
+    "StrategyContractError",
     "check_random_state",
+    "check_strategy",
     "delta_from_purity",
     "entropy_scores",
     "kcenter_greedy",
