@@ -200,18 +200,41 @@ class LabelingCfg(_Model):
 
 
 class TrainCfg(_Model):
+    """The real network (:mod:`alcore.training`): LP solved to convergence, FT / LP-FT counted in
+    optimiser steps and held to their probe on held-out labels, ``auto`` chosen on that evidence."""
+
     mode: Literal["auto", "lp", "ft", "lpft", "fixmatch", "as3l"] = Field(
-        "auto", description="fixmatch / as3l: semi-supervised on the whole pool (as3l: guided by priors)"
+        "auto",
+        description="auto: the probe, lpft or ft, whichever wins on held-out labels; fixmatch / as3l: semi-supervised",
     )
-    auto_threshold: int = Field(500, ge=0, description="auto: LP-FT below this many labels, FT from it on")
-    lp_epochs: int = Field(50, ge=0)
-    ft_epochs: int = Field(30, ge=0)
+    lp_C: float = Field(1.0, gt=0, description="the probe's inverse L2 strength (scikit-learn's C)")
+    lp_max_iter: int = Field(1000, ge=1, description="L-BFGS iterations of the probe (it stops when converged)")
+    ft_epochs: float = Field(30, ge=0, description="passes over the labeled set; steps = clip(epochs n / batch)")
+    ft_min_steps: int = Field(300, ge=1, description="the floor on optimiser steps, whatever the label count")
+    ft_max_steps: int = Field(3000, ge=1, description="the cap on optimiser steps")
     batch_size: int = Field(64, ge=2)
-    head_lr: float = Field(0.1, gt=0)
-    backbone_lr: float = Field(0.01, gt=0)
-    lpft_backbone_lr: float = Field(1e-3, gt=0)
+    head_lr: float = Field(0.1, gt=0, description="ft: the fresh head")
+    backbone_lr: float = Field(0.01, gt=0, description="ft: the encoder")
+    lpft_head_lr: float = Field(0.01, gt=0, description="lpft: the probed head")
+    lpft_backbone_lr: float = Field(0.01, gt=0, description="lpft: the encoder")
     weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step"] = Field("cosine", description="step: x0.1 at 50% and 75% of the steps")
+    bn: Literal["auto", "train", "frozen"] = Field(
+        "auto",
+        description="BatchNorm while fine-tuning: auto = batch statistics from bn_min_batch images a batch, else frozen",
+    )
+    bn_min_batch: int = Field(16, ge=2)
     augment: Literal["none", "crop", "crop_flip"] = "crop"
+    holdout: float = Field(
+        0.2,
+        ge=0,
+        le=0.5,
+        description="fraction of the labels a fold holds out to check fine-tuning against its probe (0: off)",
+    )
+    min_holdout: int = Field(40, ge=1, description="fewer held-out labels in one fold: more folds (k-fold)")
+    auto_modes: list[Literal["lpft", "ft"]] = Field(
+        default_factory=lambda: ["lpft", "ft"], description="what auto compares with the probe"
+    )
     semi_steps: int = Field(300, ge=1, description="fixmatch / as3l: optimiser steps")
     semi_batch_size: int = Field(16, ge=1, description="labeled images per step")
     semi_mu: int = Field(3, ge=1, description="unlabeled images per labeled one in a step")
@@ -222,6 +245,29 @@ class TrainCfg(_Model):
     as3l_runs: int = Field(5, ge=1, description="as3l: k-means runs behind f_fine")
     as3l_epochs: int = Field(30, ge=1, description="as3l: epochs of the linear layer giving f_fine")
     prior_temperature: float = Field(0.1, gt=0, description="as3l: softness of the prior confidence")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        retired = {
+            "lp_epochs": "the probe is solved to convergence (lp_C, lp_max_iter)",
+            "auto_threshold": "auto chooses on held-out labels (holdout, min_holdout, auto_modes)",
+        }
+        gone = [k for k in retired if isinstance(data, dict) and k in data]
+        if gone:
+            raise ValueError(
+                "; ".join(f"train.{k} was retired: {retired[k]}" for k in gone) + ". Remove it from params.yaml"
+            )
+        return data
+
+    def train_config(self) -> Any:
+        """The :class:`alcore.training.TrainConfig` of these parameters."""
+        from alcore.training import TrainConfig
+
+        keys = set(TrainConfig.__dataclass_fields__) & set(type(self).model_fields)
+        d = {k: getattr(self, k) for k in keys}
+        d["auto_modes"] = tuple(self.auto_modes)
+        return TrainConfig(**d)
 
     def semi_config(self) -> Any:
         """The :class:`alcore.semi.SemiConfig` of these parameters."""

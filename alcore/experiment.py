@@ -286,19 +286,24 @@ def make_oracle_for(
     return make_oracle(cfg.name, price_per_label=cfg.price_per_label)
 
 
-_SEMI_FIELDS = {"mode", "auto_threshold", "prior_temperature"} | {
-    k for k in TrainCfg.model_fields if k.startswith(("semi_", "as3l_"))
-}
-
-
 def as3l_priors(
-    encoder: Any, data: Any, positions: np.ndarray, labels: np.ndarray, cfg: TrainCfg, *, seed: int, device: str
+    encoder: Any,
+    data: Any,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainCfg,
+    *,
+    seed: int,
+    device: str,
+    progress: bool = False,
 ) -> Any:
     """AS3L's priors for the pool (:func:`alcore.as3l.prior_labels`): ``f_fine`` from the
     encoder's own features of the pool, then constrained k-means seeded by the labeled rows."""
     from alcore.as3l import fine_features, prior_labels
 
-    F_self = extract_features(encoder, data.pool, batch_size=256, device=device, progress=False)
+    F_self = extract_features(
+        encoder, data.pool, batch_size=256, device=device, progress=progress, desc="as3l features"
+    )
     F_fine = fine_features(
         F_self,
         max(2, min(len(positions), len(data.pool))),
@@ -330,9 +335,10 @@ def fine_tune(
     priors: Any = None,
 ) -> Any:
     """Train the real network on the labeled ids, from ``encoder``: supervised (``lp`` / ``ft`` /
-    ``lpft``, or ``auto``), or semi-supervised on the whole pool (``fixmatch``; ``as3l`` with
-    ``priors``, computed by :func:`as3l_priors` when not given)."""
-    from alcore.training import SEMI_MODES, TrainConfig, resolve_mode, train_classifier
+    ``lpft``, or ``auto``, each held to its linear probe on held-out labels; the model's
+    ``training_record`` says which mode won and why), or semi-supervised on the whole pool
+    (``fixmatch``; ``as3l`` with ``priors``, computed by :func:`as3l_priors` when not given)."""
+    from alcore.training import SEMI_MODES, resolve_mode, train_classifier
 
     pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
     labels = np.asarray(labels, dtype=np.int64)
@@ -340,7 +346,7 @@ def fine_tune(
         from alcore.semi import train_semi
 
         if mode == "as3l" and priors is None:
-            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device)
+            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device, progress=progress)
         return train_semi(
             encoder,
             data.pool,
@@ -353,16 +359,14 @@ def fine_tune(
             random_state=seed,
             progress=progress,
         ).model
-    mode = resolve_mode(mode, len(ids), cfg.auto_threshold)  # "auto" -> lpft / ft by label count
-    tc = TrainConfig(**cfg.model_dump(exclude=_SEMI_FIELDS))
     return train_classifier(
         encoder,
         data.pool,
         pos,
         labels,
         n_classes=data.n_classes,
-        mode=mode,
-        config=tc,
+        mode=resolve_mode(mode),  # auto is decided inside, on held-out labels
+        config=cfg.train_config(),
         device=device,
         random_state=seed,
         progress=progress,
@@ -567,7 +571,7 @@ def fine_tune_and_save(
             from alcore.as3l import write_priors
 
             pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
-            priors = as3l_priors(enc, data, pos, np.asarray(labels), cfg, seed=seed, device=device)
+            priors = as3l_priors(enc, data, pos, np.asarray(labels), cfg, seed=seed, device=device, progress=progress)
             spec = {"encoder_sha256": file_digest(encoder_path), "n_labeled": len(ids), "seed": seed}
             write_priors(priors_path(out), np.asarray(data.pool.ids), priors, spec)
         model = fine_tune(
@@ -604,13 +608,15 @@ def decide_realign(
     return {"fire": bool(d.fire), "reason": d.reason, **{k: float(v) for k, v in d.indicators.items()}}
 
 
-def evaluate_saved_model(model_path: str | os.PathLike[str], data_cfg: DataCfg, *, device: str) -> dict[str, Any]:
+def evaluate_saved_model(
+    model_path: str | os.PathLike[str], data_cfg: DataCfg, *, device: str, progress: bool = False
+) -> dict[str, Any]:
     """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``."""
     from alcore.training import evaluate, load_classifier
 
     model = load_classifier(model_path)
     with stopwatch() as t:
-        res = evaluate(model, load_data(data_cfg).test, device=device)
+        res = evaluate(model, load_data(data_cfg).test, device=device, progress=progress)
     return {**res, "seconds": t["seconds"]}
 
 
