@@ -132,6 +132,10 @@ def describe_results(state: Any, layout: Any, *, name: str, tracking_uri: str) -
     if state.final:
         f = state.final
         lines.append(f"Final network ({f['mode']}, {f['labels']} labels): test accuracy {f['accuracy']:.4f}")
+        if f.get("evidence", {}).get("candidates"):
+            from alcore.training import describe_evidence
+
+            lines.append(f"  chosen as {describe_evidence(f['evidence'])}")
     lines.append(
         f"Total: {m['labels']} labels, ${m['label_usd']:.2f} labels + ${m['compute_usd']:.4f} compute "
         f"({m['compute_seconds']:.0f} s) = ${m['total_usd']:.2f}"

@@ -580,6 +580,12 @@ def train_classifier(
     return TrainResult(model=model, mode=chosen, history=history, evidence=ev)
 
 
+def describe_evidence(ev: dict[str, Any]) -> str:
+    """One line: the mode trained and the held-out evidence behind it (a training record)."""
+    held = ", ".join(f"{m} {c['accuracy']:.3f}" for m, c in ev.get("candidates", {}).items())
+    return str(ev.get("mode", "?")) + (f" (held-out accuracy on {ev.get('held_out')} labels: {held})" if held else "")
+
+
 @torch.inference_mode()
 def predict_proba(
     model: Classifier,

@@ -44,7 +44,7 @@ from alcore.layout import Layout
 from alcore.ledger import CostLedger
 from alcore.proxy import warm_up
 from alcore.report import round_rows, summary
-from alcore.training import HeadScorer, resolve_mode
+from alcore.training import HeadScorer, describe_evidence, resolve_mode
 from flows._util import archive, ensure_artifact, read_json, say
 from flows.extract import extract_all
 from flows.gpu import on_gpu
@@ -117,7 +117,7 @@ class _Run:
             progress=p.experiment.progress,
         )
         self.networks[len(ids)] = {"labels": len(ids), "mode": res["mode"], "evidence": res["evidence"]}
-        say(f"           network on {len(ids)} labels: {describe_network(res['evidence'])} ({res['seconds']:.1f} s)")
+        say(f"           network on {len(ids)} labels: {describe_evidence(res['evidence'])} ({res['seconds']:.1f} s)")
         return res
 
     def network_features(self, model: dict[str, str], *splits: str) -> dict[str, dict[str, Any]]:
@@ -139,13 +139,6 @@ class _Run:
         )
         out["key"] = f"{f['pool']['sha256']}:{round}:{hashlib.sha256(ids.tobytes()).hexdigest()[:16]}"
         return out
-
-
-def describe_network(ev: dict[str, Any]) -> str:
-    """One line: the mode trained and the held-out evidence behind it."""
-    cands = ev.get("candidates", {})
-    held = ", ".join(f"{m} {c['accuracy']:.3f}" for m, c in cands.items())
-    return f"{ev.get('mode', '?')}" + (f" (held-out accuracy on {ev.get('held_out')} labels: {held})" if held else "")
 
 
 def network_metrics(ev: dict[str, Any], prefix: str) -> dict[str, float]:
