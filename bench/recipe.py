@@ -14,12 +14,13 @@ Each is tested on the setting's test split. Seconds: a network's whole call (the
 features, the held-out evidence, the final fit); logreg's and the proxy's fit on pool features
 that the pipeline has computed anyway. Settings:
 
-- ``digits``: the embedded digits, params.yaml's default encoder (ResNet-20, SimCLR on the pool;
-  built once and cached), budgets 20 50 100 200;
+- ``digits``: the embedded digits, params.yaml's default encoder (ImageNet EfficientNet-Lite0 from
+  its package, 48 px, feature level 3), budgets 20 50 100 200;
 - ``fmnist``: Fashion-MNIST, 3,000 pool / 1,000 test images, the supervised CIFAR-10 ResNet-20 of
   ../shared/data/weights (a domain shift), budgets 100 300 1000;
 - ``cifar``: the CIFAR-10 subset of ../shared/data, ImageNet-pretrained EfficientNet-Lite0
-  (``encoder: {arch: efficientnet_lite0, pretrained: true}``), at ``--input-size`` pixels.
+  (``encoder: {arch: efficientnet_lite0, pretrained: true}``: timm's hub when reachable, else the
+  installed package), at ``--input-size`` pixels and ``--feature-level``; budgets 100 300 1000.
 
 Every result is one line of ``bench/out/recipe/<setting>.jsonl``, keyed by setting, budget, seed,
 method and the settings that change it, so a benchmark runs in chunks (per setting, per budget)
@@ -54,20 +55,32 @@ NETWORKS = ("lp", "lpft", "ft", "auto")
 BUDGETS = {"digits": [20, 50, 100, 200], "fmnist": [100, 300, 1000], "cifar": [100, 300, 1000]}
 
 
-def setting_cfg(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(data, encoder)`` parameter sections of a setting."""
+def setting_cfg(name: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(data, encoder)`` parameter sections of a setting (encoder None: params.yaml's)."""
     if name == "digits":
-        return {"name": "digits", "params": {}}, {}
+        return {"name": "digits", "params": {}}, None
     if name == "fmnist":
         w = next((SHARED / "weights" / "cifar10-resnet").glob("resnet20-*.th"))
         data = {
             "name": "fashion_mnist",
             "params": {"root": str(SHARED / "fashion-mnist"), "max_pool": 3000, "max_test": 1000},
         }
-        return data, {"arch": "cifar_resnet20", "weights": str(w)}
+        return data, {
+            "arch": "cifar_resnet20",
+            "weights": str(w),
+            "pretrained": False,
+            "input_size": None,
+            "feature_level": None,
+        }
     npz = SHARED / "cifar10-subset" / "cifar10_genuine_prefix_subset.npz"
     data = {"name": "npz", "params": {"path": str(npz), "max_pool": args.cifar_pool, "max_test": args.cifar_test}}
-    return data, {"arch": "efficientnet_lite0", "pretrained": True, "input_size": args.input_size}
+    enc = {
+        "arch": "efficientnet_lite0",
+        "pretrained": True,
+        "input_size": args.input_size,
+        "feature_level": args.feature_level,
+    }
+    return data, enc
 
 
 def _key(*parts: Any) -> str:
@@ -78,20 +91,19 @@ def prepare(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Dataset, encoder (cached), pool and test features (cached) and the run's parameters."""
     import yaml
 
-    from alcore.config import DataCfg, EncoderCfg, parse_params
+    from alcore.config import parse_params
     from alcore.encoders import load_encoder, save_encoder
     from alcore.experiment import build_encoder, load_data
     from alcore.features import extract_features
 
     data_d, enc_d = setting_cfg(name, args)
-    params = parse_params(
-        {
-            "data": data_d,
-            "encoder": enc_d,
-            "train": {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)},
-        }
-    )
-    dc, ec = DataCfg(**data_d), EncoderCfg(**enc_d)
+    base = yaml.safe_load((REPO / "params.yaml").read_text())  # proxy, train and the default encoder
+    base["data"] = data_d
+    if enc_d is not None:
+        base["encoder"] = {**base["encoder"], **enc_d}
+    base["train"].update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
+    params = parse_params(base)
+    dc, ec = params.data, params.encoder
     data = load_data(dc)
     cache = OUT / "cache" / f"{name}-{_key(dc.model_dump(), ec.model_dump())}"
     cache.mkdir(parents=True, exist_ok=True)
@@ -295,6 +307,9 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="measure again what was measured")
     ap.add_argument("--progress", action="store_true", help="tqdm bars of the networks' training")
     ap.add_argument("--input-size", type=int, default=96, help="cifar: EfficientNet-Lite0 input pixels")
+    ap.add_argument(
+        "--feature-level", type=int, default=None, help="cifar: pool this feature level (default: the last)"
+    )
     ap.add_argument("--cifar-pool", type=int, default=3000)
     ap.add_argument("--cifar-test", type=int, default=1000)
     ap.add_argument("--report", action="store_true", help="print the tables of what was measured, run nothing")
