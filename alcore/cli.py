@@ -258,10 +258,13 @@ def label_status(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
     typer.echo(f"inbox: {L.inbox(name)} ({len(inbox_files(L.inbox(name)))} file(s) waiting)")
     for rec in st.labeling.imports[-5:]:
         typer.echo(
-            f"  {rec['at']} {rec['file']}: {rec['committed']} committed, {rec['already']} known, {rec['rejected']} refused"
+            f"  {rec['at']} {rec['file']}: {rec['committed']} committed, {rec.get('corrected', 0)} corrected, "
+            f"{rec['already']} known, {rec['rejected']} refused"
         )
-        for line in rec["problems"][:5]:
+        for line in [*rec["problems"][:5], *rec.get("conflicts", [])[:5], *rec.get("corrections", [])[:5]]:
             typer.echo(f"      {line}")
+    if st.labeling.corrections:
+        typer.echo(f"{len(st.labeling.corrections)} label(s) corrected so far (state.json: labeling.corrections)")
     if st.final:
         typer.echo(f"finished: final network test accuracy {st.final['accuracy']:.4f}")
 
@@ -282,8 +285,13 @@ def label_check(
         requested = st.labeling.requested_ids(st.labels)
         classes = json.loads(L.dataset.read_text())["classes"]
         kw = {"labels": st.labels, "requested": requested, "classes": classes, "from_name": p.labeling.from_name}
-        res = import_annotations(file, **kw)
-        typer.echo(f"{file.name}: {res.ids.size} new label(s), {res.already} known, {res.unanswered} not labeled yet")
+        res = import_annotations(file, **kw, conflicts=p.labeling.conflicts)
+        typer.echo(
+            f"{file.name}: {res.ids.size} new label(s), {res.fixed_ids.size} correction(s), {res.already} known, "
+            f"{res.unanswered} not labeled yet"
+        )
+        for line in [*res.conflicts, *res.corrections]:
+            typer.echo(f"  {line}")
         res.raise_for_problems()
 
     _call(check)

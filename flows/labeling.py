@@ -153,7 +153,7 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
         }
         say(
             f"{did}. Batch {batch.round}: {out['open_labeled']}/{batch.ids.size} labeled; "
-            f"job in {L.outbox(name)}; drop annotations in {L.inbox(name)}"
+            f"job in {L.outbox(name)} (for Label Studio: alcore label setup); drop annotations in {L.inbox(name)}"
         )
     return out
 

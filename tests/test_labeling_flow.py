@@ -124,7 +124,7 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     (project / "params.yaml").write_text(yaml.safe_dump(human("people")))
     assert main(["label", "check", str(path)]) == 2  # what the file would do, without committing it
     out = capsys.readouterr()
-    assert "9 new label(s), 0 known" in out.out and "row 4: label 'cat' is not a class" in out.err
+    assert "9 new label(s), 0 correction(s), 0 known" in out.out and "row 4: label 'cat' is not a class" in out.err
     out = labeling_cycle(p, root=str(project))
     (msg,) = out["refused"]
     assert "row 4: label 'cat' is not a class" in msg and "row 12: unknown sample id 999999" in msg
@@ -135,7 +135,10 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     assert main(["label", "status"]) == 0
     status = capsys.readouterr().out
     assert "open batch 2: 9/10 labeled; 1 requested id(s) await labels" in status
-    assert "second.csv: 9 committed, 0 known, 2 refused" in status and "row 12: unknown sample id 999999" in status
+    assert (
+        "second.csv: 9 committed, 0 corrected, 0 known, 2 refused" in status
+        and "row 12: unknown sample id 999999" in status
+    )
 
     # the fixed row, then batch 3, then the final network
     fix = [r for r in rows2 if r["sample_id"] == text[3].split(",")[0]]
