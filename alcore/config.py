@@ -8,23 +8,57 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from alcore.errors import ConfigError, problem
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers (int, float, optionally None, or a list of them)."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(a) for a in get_args(annotation) if a is not type(None))
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf and .nan are refused (a price of .inf would make every total inf)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic turns true into 1; YAML reads yes/no/on/off/true/false as booleans
+        values = v if isinstance(v, list) else [v]
+        if any(isinstance(x, bool) for x in values) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a number is required, not a boolean (YAML reads true/false/yes/no/on/off as booleans)")
+        return v
+
+
+#: 2**32 - 1: the largest seed every random generator used takes (numpy's legacy RandomState)
+MAX_SEED = 2**32 - 1
 
 
 class ExperimentCfg(_Model):
-    name: str = Field("digits-margin", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = 0
+    name: str = "digits-margin"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     progress: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder_under_runs(cls, v: str) -> str:
+        # the experiment's folder is runs/<name>: "..", "/x" or ".hidden" would write elsewhere
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError(
+                "the experiment's folder name under runs/: 1-100 letters, digits, '.', '_' or '-', not starting "
+                "with '.' (so never '.' or '..'), e.g. digits-margin"
+            )
+        return v
 
 
 class DataCfg(_Model):
@@ -163,7 +197,7 @@ class OracleCfg(_Model):
     noise_rate: float = Field(0.0, ge=0, lt=1)
 
 
-_URL_FIELDS = ("path", "relpath", "file", "id")
+_URL_FIELDS = ("path", "relpath", "file", "id", "data")
 
 
 class LabelingCfg(_Model):
@@ -177,11 +211,31 @@ class LabelingCfg(_Model):
         1.0, gt=0, le=1, description="select and export the next batch once this fraction of the open one is labeled"
     )
     image_url: str = Field(
-        "{path}",
-        description="how a labeling task names its image: a template of {path} (absolute file), {relpath} "
-        "(relative to image_root), {file} (base name) and {id}; percent-encoded when it is a URL",
+        "{data}",
+        description="how a Label Studio task names its image: {data} (the image itself, embedded as a data: URI; "
+        "shows in a stock Label Studio with no set-up), or a template of {path} (absolute file), {relpath} "
+        "(relative to image_root), {file} (base name) and {id}, percent-encoded when it is a URL "
+        "(`alcore label setup` prints what Label Studio needs for each)",
     )
     image_root: str | None = Field(None, description="the folder {relpath} is relative to")
+    embed_max_side: int = Field(
+        512,
+        ge=16,
+        le=4096,
+        description="{data}: images larger than this (pixels, longest side) are embedded scaled down",
+    )
+    conflicts: Literal["refuse", "majority", "first"] = Field(
+        "refuse",
+        description="annotators who disagree on a sample: refuse (report it, commit nothing for it), majority "
+        "(the most given label; a tie is refused), first (the earliest answer); every conflict is reported",
+    )
+    settle_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="an inbox file modified less than this long ago may still be being written: the cycle waits "
+        "until it is this old and unchanged (a file that changes is left for the next cycle)",
+    )
     from_name: str = Field("label", pattern=r"^[A-Za-z0-9_.-]+$", description="Label Studio <Choices name=...>")
     to_name: str = Field("image", pattern=r"^[A-Za-z0-9_.-]+$", description="Label Studio <Image name=...>")
 
@@ -202,6 +256,8 @@ class LabelingCfg(_Model):
     def _root_for_relpath(self) -> LabelingCfg:
         if "{relpath}" in self.image_url and not self.image_root:
             raise ValueError("image_url uses {relpath}: set labeling.image_root, the folder it is relative to")
+        if "{data}" in self.image_url and self.image_url != "{data}":
+            raise ValueError("image_url {data} is the whole image (a data: URI): use it alone, image_url: '{data}'")
         return self
 
 
@@ -301,7 +357,7 @@ class CompareCfg(_Model):
 
     pipelines: list[Literal["standard", "svpp", "asvp"]] = Field(default_factory=lambda: ["standard", "svpp", "asvp"])
     strategies: list[str] = Field(default_factory=lambda: ["margin"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0, 1, 2])
     target_fraction: float = Field(
         0.98, gt=0, le=1, description="labels to reach this fraction of Standard AL's final accuracy"
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from alcore._io import file_digest, write_json_atomic
+from alcore._io import file_digest, read_json, write_json_atomic
 from alcore.config import ALCfg, DataCfg, EncoderCfg, LabelingCfg, OracleCfg, PretextCfg, ProxyCfg, TrainCfg
 from alcore.errors import BudgetExceededError, ConfigError, DataError, ExperimentLockedError, problem
 from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
@@ -275,6 +275,7 @@ def make_oracle_for(
             price_per_label=cfg.price_per_label,
             image_url=labeling.image_url,
             image_root=labeling.image_root,
+            embed_max_side=labeling.embed_max_side,
             from_name=labeling.from_name,
             to_name=labeling.to_name,
         )
@@ -685,11 +686,16 @@ class ExperimentState:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
-        d = json.loads(Path(path).read_text())
-        if d.get("version") != STATE_VERSION:
-            raise ConfigError(problem(f"{path} has state version {d.get('version')}", f"{STATE_VERSION}"))
-        labels = LabelState.from_state_dict(d["labels"])
-        ledger = CostLedger.from_state_dict(d["ledger"])
+        d = read_json(path, "experiment state")
+        if not isinstance(d, dict) or d.get("version") != STATE_VERSION:
+            v = d.get("version") if isinstance(d, dict) else None
+            raise ConfigError(problem(f"{path} has state version {v}", f"{STATE_VERSION}"))
+        try:
+            labels = LabelState.from_state_dict(d["labels"])
+            ledger = CostLedger.from_state_dict(d["ledger"])
+        except (KeyError, TypeError, ValueError) as e:  # AlcoreErrors included: name the file
+            raise ConfigError(problem(f"{path} is not a valid experiment state: {e}", fix="restore the file")) from e
+        ledger.check_paid(labels.counts_per_round(), where=str(path))
         return cls(
             config_digest=d["config_digest"],
             labels=labels,
