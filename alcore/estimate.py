@@ -555,9 +555,9 @@ def estimate_rounds(
 
     Round t's model is scored on the first ``n_draws[t]`` draws (the audit only grows), so the
     estimates share draws and their errors are correlated: a learning-curve fit must know (see
-    :func:`alcore.forecast.fit_learning_curve`'s ``cov``). The covariance of rounds s, t with
-    ``m_s <= m_t`` is ``cov(z_s, z_t) / m_t`` over the shared draws, ``z`` each estimator's
-    per-draw term, plus the reserve term ``sqrt(v_s v_t) / N``.
+    :func:`alcore.forecast.fit_learning_curve`'s ``cov``). The correlation of rounds s, t with
+    ``m_s <= m_t`` is ``rho_st sqrt(m_s / m_t)``, ``rho_st`` the correlation of the estimators'
+    per-draw terms ``z`` over the shared draws; the diagonal is each estimate's ``se**2``.
 
     Args:
         correct: (T, M) 0/1 correctness of each round's model on every draw (M = the final audit).
@@ -590,13 +590,17 @@ def estimate_rounds(
         est = fn(C[t, :m].astype(bool), F[t, :m], float(fbar[t]), n_pool, wt, confidence)
         ests.append(est)
         Z.append(w * (C[t] - est.lam * F[t]))
-    cov = np.empty((T, T))
+    # corr(theta_s, theta_t) = rho_st sqrt(m_s / m_t) for nested draws (m_s <= m_t), rho_st the
+    # correlation of the per-draw terms on the shared draws; scaled by the reported standard errors
+    # so that the matrix agrees with its diagonal (pseudo-draws and the reserve term included).
+    se = np.array([e.se for e in ests])
+    cov = np.diag(se**2)
     for s in range(T):
-        for t in range(s, T):
+        for t in range(s + 1, T):
             lo, hi = (s, t) if md[s] <= md[t] else (t, s)
             k = int(md[lo])
-            shared = float(np.cov(Z[s][:k], Z[t][:k], ddof=1)[0, 1]) / int(md[hi]) if k > 1 else 0.0
-            v = ests[s].estimate * (1 - ests[s].estimate) * ests[t].estimate * (1 - ests[t].estimate)
-            cov[s, t] = cov[t, s] = shared + math.sqrt(v) / n_pool
-        cov[s, s] = ests[s].se ** 2
+            a, b = Z[s][:k], Z[t][:k]
+            sd = float(np.std(a) * np.std(b))
+            rho = float(np.mean((a - a.mean()) * (b - b.mean()))) / sd if k > 1 and sd > 0 else 0.0
+            cov[s, t] = cov[t, s] = rho * math.sqrt(k / int(md[hi])) * se[s] * se[t]
     return ests, cov

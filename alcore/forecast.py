@@ -146,8 +146,9 @@ class LearningCurve:
         point = _labels_at(self.a, self.b, self.c, self.n_ref, target)
         each = np.array([_labels_at(a, b, c, self.n_ref, target) for a, b, c in self.draws])
         lo_q, hi_q = self._q
-        lower = float(np.quantile(each, lo_q)) if np.isfinite(np.quantile(each, lo_q)) else math.inf
-        upper = float(np.quantile(each, hi_q)) if np.isfinite(each).mean() >= hi_q else math.inf
+        # No interpolation: a quantile between a finite count and inf is inf, never nan.
+        lower = float(np.quantile(each, lo_q, method="lower"))
+        upper = float(np.quantile(each, hi_q, method="higher"))
         p = float(np.isfinite(each).mean())
         n_last = float(self.n.max())
         pct = f"{100 * target:.1f}%"

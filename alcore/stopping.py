@@ -111,6 +111,7 @@ class StopContext:
         n_max: labels the pool can still give in all (the forecast's horizon), None: unbounded.
         n_final: the labeled count the loop plans to end at (its last round), for ``plateau``.
         random_state: seeds the forecast's bootstrap (the same context decides the same).
+        n_boot: the forecast's bootstrap curves.
     """
 
     n_labeled: Sequence[int]
@@ -123,6 +124,7 @@ class StopContext:
     n_max: int | None = None
     n_final: int | None = None
     random_state: int = 0
+    n_boot: int = 200
     _curve: dict[tuple[int, int], LearningCurve | str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -174,9 +176,9 @@ class StopContext:
             raise ConfigError(problem(f"stop rule {who!r} needs {what}, the context has none", fix=fix))
         return value
 
-    def curve(self, *, min_points: int = 4, n_boot: int = 200) -> LearningCurve | str:
+    def curve(self, *, min_points: int = 4) -> LearningCurve | str:
         """The learning curve fitted to the estimates (cached), or a sentence saying why there is none."""
-        key = (min_points, n_boot)
+        key = (min_points, self.n_boot)
         if key not in self._curve:
             ests = self.require("estimates", "forecast")
             if self.round < min_points:
@@ -189,7 +191,7 @@ class StopContext:
                     y,
                     se=se if self.estimate_cov is None else None,
                     cov=self.estimate_cov,
-                    n_boot=n_boot,
+                    n_boot=self.n_boot,
                     min_points=min_points,
                     random_state=self.random_state,
                 )
@@ -307,7 +309,15 @@ class TargetAccuracy(StopRule):
         curve = ctx.curve()
         if isinstance(curve, LearningCurve):
             f = curve.labels_to(target, n_max=ctx.n_max)
-            ind.update(labels_to_target=f.labels, labels_to_target_upper=f.labels_upper, asymptote=curve.a)
+            # Only finite values: indicators go to MLflow; "never" is said by p_reachable and the reason.
+            ind.update({"asymptote": curve.a, "p_reachable": f.p_reachable})
+            ind.update(
+                {
+                    k: v
+                    for k, v in (("labels_to_target", f.labels), ("labels_to_target_upper", f.labels_upper))
+                    if math.isfinite(v)
+                }
+            )
             why += f"; forecast: {f.reason}"
             if self.give_up and f.status in ("not_reachable", "beyond_pool"):
                 return StopDecision(True, why + " (giving up)", ind, self.name)

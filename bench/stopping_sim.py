@@ -336,6 +336,7 @@ def stop_rounds(
             n_max=int(run["n_pool"]),
             n_final=int(n[-1]),
             random_state=seed,
+            n_boot=100,
         )
         for label, rule in rules:
             if label not in stops and rule.decide(ctx).stop:
@@ -602,6 +603,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)  # small fits and many small array ops: BLAS threads only contend
     for name in args.datasets:
         t0 = time.time()
         res = run_dataset(name, args)
