@@ -14,7 +14,7 @@ export UV_PYTHON := 3.11
 # would pick a CPU-only torch that torchvision cannot import with).
 .venv/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --locked --extra pipeline
+	$(UV) sync --locked --extra pipeline --extra encoders
 	@touch $@
 
 setup: .venv/.synced

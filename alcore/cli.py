@@ -140,9 +140,18 @@ def list_(
 
         names = DATASETS.names()
     elif what == "encoders":
-        from alcore.encoders import ARCHS
+        from alcore.encoders import ARCHS, OFFLINE_WEIGHTS
 
-        names = ARCHS.names() + ["any timm model name (e.g. resnet50, vit_small_patch16_224)"]
+        width = max(map(len, ARCHS.names() + OFFLINE_WEIGHTS.names()))
+        names = [f"{n:<{width}}  ours: encoder.weights=<file>, or SimCLR on the pool" for n in ARCHS.names()]
+        names += [
+            f"{n:<{width}}  {OFFLINE_WEIGHTS.get(n).describe()}: encoder.pretrained=package (or true)"
+            for n in OFFLINE_WEIGHTS.names()
+        ]
+        names.append(
+            "any timm model name (e.g. resnet50, vit_small_patch16_224): encoder.pretrained=hub (needs internet), "
+            "encoder.weights=<file>, or random init + SimCLR"
+        )
     elif what == "modes":
         from alcore.training import MODES, SEMI_MODES
 

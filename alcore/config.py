@@ -44,14 +44,20 @@ class SSLCfg(_Model):
 class EncoderCfg(_Model):
     arch: str = "cifar_resnet20"
     weights: str | None = None
-    pretrained: bool = False
+    pretrained: bool | Literal["hub", "package"] = Field(
+        False,
+        description="false | true (timm's hub, else an installed package: alcore list encoders) | hub | package",
+    )
     input_size: int | None = Field(None, ge=8)
+    feature_level: int | None = Field(
+        None, ge=0, description="timm models: pool this level of the feature pyramid (null: the last features)"
+    )
     ssl: SSLCfg = SSLCfg()
 
     @model_validator(mode="after")
     def _one_source(self) -> EncoderCfg:
         if self.weights and self.pretrained:
-            raise ValueError("give either encoder.weights (a local file) or encoder.pretrained=true, not both")
+            raise ValueError("give either encoder.weights (a local file) or encoder.pretrained, not both")
         return self
 
     @property

@@ -97,7 +97,13 @@ def build_encoder(cfg: EncoderCfg, data: Any, *, seed: int, device: str, progres
     from alcore.encoders import create_encoder
     from alcore.ssl import pretrain_simclr
 
-    enc = create_encoder(cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, input_size=cfg.input_size)
+    enc = create_encoder(
+        cfg.arch,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        input_size=cfg.input_size,
+        feature_level=cfg.feature_level,
+    )
     if cfg.needs_ssl:
         enc = pretrain_simclr(
             enc,
@@ -437,7 +443,8 @@ def pretext_and_save(
     data = load_data(data_cfg)
     enc = load_encoder(encoder_path)
     if cfg.init == "scratch":
-        enc = create_encoder(enc.config.arch, input_size=enc.config.preprocess.input_size)
+        c = enc.config
+        enc = create_encoder(c.arch, input_size=c.preprocess.input_size, feature_level=c.feature_level)
     with stopwatch() as t:
         model = train_rotation(
             enc,
@@ -772,6 +779,10 @@ def validate_names(p: Any) -> None:
                     fix="set encoder.arch (alcore list encoders)",
                 )
             )
+    if p.encoder.pretrained == "package":
+        from alcore.encoders.pretrained import check_package_weights
+
+        check_package_weights(p.encoder.arch)
     if p.encoder.weights and not Path(p.encoder.weights).is_file():
         raise WeightsError(
             problem(
