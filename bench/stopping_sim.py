@@ -279,12 +279,13 @@ def rule_specs(value: float, target: float, half_usd: float) -> list[tuple[str, 
         ("cost_aware[median]", "cost_aware", {"value_per_point": value}, True),
         ("cost_aware[q90]", "cost_aware", {"value_per_point": value, "quantile": 0.9}, True),
         ("plateau[1pt]", "plateau", {"min_gain": 1.0}, True),
+        ("plateau[1pt,q90]", "plateau", {"min_gain": 1.0, "quantile": 0.9}, True),
     ]
 
 
 #: Rules also run on the true curve (the test accuracy as the estimate): what they would do with
 #: perfect knowledge of the accuracy, apart from the audit's noise.
-ON_TRUE_CURVE = ("cost_aware[median]", "plateau[1pt]")
+ON_TRUE_CURVE = ("cost_aware[median]", "cost_aware[q90]", "plateau[1pt]", "plateau[1pt,q90]")
 
 
 def spent(run: dict[str, np.ndarray], t: int, audit_labels: int) -> float:
@@ -483,8 +484,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _fmt_pct(x: float) -> str:
+    return "inf" if not math.isfinite(x) else (f"{100 * x:.0f}%" if x < 10 else "> 1,000%")
+
+
 def _fmt_n(x: float) -> str:
-    return "inf" if not math.isfinite(x) else f"{x:,.0f}"
+    return "inf" if not math.isfinite(x) else (f"{x:,.0f}" if x < 1e6 else "> 1,000,000")
 
 
 def print_tables(res: dict[str, Any], args: argparse.Namespace) -> None:
@@ -547,7 +552,7 @@ def print_tables(res: dict[str, Any], args: argparse.Namespace) -> None:
             nr = np.mean([r["status"] == "not_reachable" for r in rows])
             nrc = np.mean([r["status"] == "not_reachable_with_confidence" for r in rows])
             print(
-                f"| {int(100 * at)}% | {source} | {_fmt_n(float(np.median(true)))} | {_fmt_n(float(np.median(pred)))} | {100 * float(np.median(rel)):.0f}% | {100 * float(np.mean(rel <= 0.25)):.0f}% | {100 * cover:.0f}% | {100 * nr:.0f}% / {100 * nrc:.0f}% |"
+                f"| {int(100 * at)}% | {source} | {_fmt_n(float(np.median(true)))} | {_fmt_n(float(np.median(pred)))} | {_fmt_pct(float(np.median(rel)))} | {100 * float(np.mean(rel <= 0.25)):.0f}% | {100 * cover:.0f}% | {100 * nr:.0f}% / {100 * nrc:.0f}% |"
             )
 
     rr = res["rules"]
