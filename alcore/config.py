@@ -167,6 +167,46 @@ class ProxyCfg(_Model):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class AuditCfg(_Model):
+    """The accuracy audit (:mod:`alcore.estimate`): labels bought from the oracle on a reserve that
+    selection never sees, to estimate accuracy without a test set. Off while ``fraction`` and
+    ``initial`` are 0."""
+
+    reserve: float = Field(
+        0.1, gt=0, lt=1, description="fraction of the pool set aside from selection: the audit's population"
+    )
+    initial: int = Field(0, ge=0, description="audit draws bought in round 1")
+    fraction: float = Field(
+        0.0, ge=0, le=1, description="audit draws held per training label (the audit grows with the labels)"
+    )
+    sampling: Literal["uniform", "active"] = Field(
+        "active", description="active: draw samples the model is unsure of more, with known probabilities"
+    )
+    estimator: Literal["ppi", "wilson", "exact"] = Field(
+        "ppi", description="ppi: prediction-powered (any sampling); wilson / exact: binomial (uniform only)"
+    )
+    mix: float = Field(0.5, gt=0, le=1, description="active: the uniform share of the draw probabilities")
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _estimator_fits_sampling(self) -> AuditCfg:
+        if self.sampling == "active" and self.estimator != "ppi":
+            raise ValueError(
+                "al.audit.sampling=active needs al.audit.estimator=ppi (the binomial ones assume uniform draws)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.initial > 0 or self.fraction > 0
+
+    def draws_at(self, n_labeled: int) -> int:
+        """Audit draws held once ``n_labeled`` training labels are bought."""
+        import math
+
+        return max(self.initial, math.ceil(self.fraction * n_labeled)) if self.enabled else 0
+
+
 class ALCfg(_Model):
     pipeline: Literal["standard", "svpp", "asvp"] = Field(
         "svpp",
@@ -185,6 +225,29 @@ class ALCfg(_Model):
         False,
         description="train and test the final network at every budget (uncharged evaluation; compare turns it on)",
     )
+    stop: str = Field("never", description="when to stop early (alcore.stopping: the STOP_RULES registry)")
+    stop_params: dict[str, Any] = Field(default_factory=dict)
+    audit: AuditCfg = AuditCfg()
+
+    @model_validator(mode="after")
+    def _stop_rule_and_audit(self) -> ALCfg:
+        if self.stop == "never" and not self.stop_params and not self.audit.enabled:
+            return self  # the default: nothing to check (and alcore.stopping stays unimported)
+        from alcore.stopping import make_stop_rule
+
+        needs = make_stop_rule(self.stop, **self.stop_params).needs()
+        if "estimates" in needs and not self.audit.enabled:
+            raise ValueError(
+                f"al.stop={self.stop!r} reads the accuracy estimate: set al.audit.fraction (e.g. 0.1) or al.audit.initial"
+            )
+        if self.stop != "never" or self.audit.enabled:
+            # Issue 17 phase 2 wires the audit and the stop rules into the round engine; until then
+            # they would be silently ignored, so they are refused.
+            raise ValueError(
+                "al.stop and al.audit are not wired into the flows yet (issue 17, phase 2): use alcore.estimate, "
+                "alcore.forecast and alcore.stopping from Python, or leave al.stop=never and the audit off"
+            )
+        return self
 
     def schedule(self) -> list[int]:
         """Labels bought in rounds 1..rounds."""
