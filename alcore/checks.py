@@ -97,6 +97,10 @@ def _check_encoder(p: Params) -> None:
                 fix="set encoder.arch (alcore list encoders)",
             )
         )
+    if p.encoder.pretrained == "package":
+        from alcore.encoders.pretrained import check_package_weights
+
+        check_package_weights(p.encoder.arch)
     if p.encoder.weights and not Path(p.encoder.weights).is_file():
         raise WeightsError(
             problem(

@@ -32,11 +32,11 @@ from alcore.layout import Layout
 from alcore.ledger import CostLedger
 from alcore.registry import Extension, Registry
 from alcore.report import summary
-from alcore.run_state import Batch, ExperimentState, experiment_digest, open_state
+from alcore.run_state import Batch, ExperimentState, experiment_digest, final_is_current, open_state
 from alcore.seeding import derive_seed
 from alcore.steps import load_data, round_strategy
 from alcore.strategies import STRATEGIES
-from alcore.training import resolve_mode
+from alcore.training import describe_evidence, resolve_mode
 
 __all__ = [
     "PIPELINES",
@@ -126,7 +126,7 @@ class PlainSteps:
         return steps.decide_realign(*args, memory_budget=self.memory_budget, **kw)
 
     def evaluate(self, *args: Any, **kw: Any) -> dict[str, Any]:
-        return steps.evaluate(*args, device=self.device, **kw)
+        return steps.evaluate(*args, device=self.device, progress=self.progress, **kw)
 
 
 # ---------------------------------------------------------------- what every round reads
@@ -292,8 +292,11 @@ class ActiveLearner:
     run_dir: Path
     schedule: list[int] = field(default_factory=list)
     on_round: Callable[[int], None] | None = None
+    say: Callable[[str], None] = field(default=lambda line: None, repr=False)  # progress lines (flows print them)
     _proxies: dict[tuple[int, int, int], dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
     _last_query: Query | None = field(default=None, init=False, repr=False)
+    #: the networks trained since the last round record, by label count: the mode each chose, its evidence
+    _networks: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -363,15 +366,17 @@ class ActiveLearner:
 
     # -- the expensive steps, as this experiment asks for them ----------------------------------
     def network(self) -> dict[str, Any]:
-        """The real network fine-tuned from the pre-trained encoder on every label so far, with the
-        resolved training mode: ``{"model": ref, "seconds", "mode"}``.
+        """The real network fine-tuned from the pre-trained encoder on every label so far:
+        ``{"model": ref, "seconds", "mode", "evidence"}`` (``auto`` is decided in the step, on
+        held-out labels; ``mode`` is what it chose, ``evidence`` why).
 
         Standard AL's selection network, ASVP's realignment network, the per-budget evaluation
         network and the final one are this one computation for a given labeled set: one file.
         """
         p = self.params
         ids, labs = self.labeled()
-        mode = resolve_mode(p.train.mode, len(ids), p.train.auto_threshold)
+        mode = resolve_mode(p.train.mode)  # auto is decided in the step, on held-out labels
+        self.say(f"           network on {len(ids)} labels (train.mode={mode})")
         res = self.steps.fine_tune(
             self.inputs.encoder,
             p.data,
@@ -383,7 +388,11 @@ class ActiveLearner:
             seed=derive_seed(self.seed, "network", len(ids)),
             out=str(self.run_dir / "networks" / f"net-{len(ids)}.safetensors"),
         )
-        return {**res, "mode": mode}
+        self._networks[len(ids)] = {"labels": len(ids), "mode": res["mode"], "evidence": res["evidence"]}
+        self.say(
+            f"           network on {len(ids)} labels: {describe_evidence(res['evidence'])} ({res['seconds']:.1f} s)"
+        )
+        return res
 
     def network_features(self, model: Ref, *splits: str) -> dict[str, dict[str, Any]]:
         """Features of ``splits`` with a fine-tuned network (Standard's scoring pass, ASVP's re-extraction)."""
@@ -492,6 +501,8 @@ class ActiveLearner:
         if p.al.evaluate_every_round:  # the final network at this budget; Standard's next selection network
             net = self.network()
             record["test_accuracy"] = self.steps.evaluate(net["model"], p.data, self.inputs.fingerprint)["accuracy"]
+        if self._networks:  # the networks this round trained: the mode each chose and its evidence
+            record["networks"], self._networks = list(self._networks.values()), {}
         self.state.records[round] = record
         self.save()
         if self.on_round is not None:
@@ -523,8 +534,14 @@ class ActiveLearner:
         if not d["fire"]:
             return
         net = self.network()
-        feats = self.network_features(net["model"], "pool", "test")
         st.ledger.record(round, "fine_tuning", net["seconds"])
+        if net["mode"] == "lp":  # fine-tuning lost to the probe on held-out labels: the encoder did not move
+            d["reextracted"] = False
+            self.say(
+                f"           no realignment after round {round}: fine-tuning did not beat the probe, the features stay"
+            )
+            return
+        feats = self.network_features(net["model"], "pool", "test")
         st.ledger.record(round, "reextraction", feats["pool"]["seconds"])  # test features: evaluation, uncharged
         st.versions.append(
             {
@@ -538,11 +555,11 @@ class ActiveLearner:
         )
 
     def finish(self) -> dict[str, Any]:
-        """Train the final network on every label (again when labels were added since), test it,
-        charge it to the last round; the run's summary."""
+        """Train the final network on every label (again when labels were added or corrected
+        since), test it, charge it to the last round; the run's summary."""
         st = self.state
         n = st.labels.n_labeled
-        if st.final is None or st.final.get("labels") != n:
+        if not final_is_current(st.final, st.labels):
             net = self.network()
             with atomic_path(self.final_model_path) as tmp:
                 shutil.copyfile(net["model"]["path"], tmp)
@@ -553,6 +570,8 @@ class ActiveLearner:
                 "mode": net["mode"],
                 "labels": int(n),
                 "model": net["model"]["path"],
+                "evidence": net["evidence"],
+                "labels_digest": st.labels.digest(),
             }
             self.save()
         return summary(st)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from alcore._io import write_json_atomic
+from alcore._io import read_json, write_json_atomic
 from alcore.errors import ConfigError, ExperimentLockedError, LabelError, problem
 from alcore.ledger import CostLedger
 from alcore.state import LabelState, as_int_ids
@@ -32,6 +32,7 @@ __all__ = [
     "LabelingLog",
     "experiment_digest",
     "experiment_lock",
+    "final_is_current",
     "open_state",
 ]
 
@@ -123,6 +124,7 @@ class LabelingLog:
     def __init__(self) -> None:
         self.batches: list[Batch] = []
         self.imports: list[dict[str, Any]] = []
+        self.corrections: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return f"LabelingLog(batches={len(self.batches)}, imports={len(self.imports)})"
@@ -158,8 +160,28 @@ class LabelingLog:
             )
         self.batches.append(batch)
 
+    def record_corrections(
+        self,
+        ids: np.ndarray,
+        before: np.ndarray,
+        after: np.ndarray,
+        rounds: np.ndarray,
+        *,
+        file: str,
+        sha256: str,
+        at: str,
+    ) -> None:
+        """Keep the history of corrected labels: ``id``, ``from`` and ``to`` (class indices), the
+        ``round`` the sample keeps, and the ``file`` (with its ``sha256``) that corrected it, ``at``."""
+        for i, b, a, r in zip(ids.tolist(), before.tolist(), after.tolist(), rounds.tolist(), strict=True):
+            self.corrections.append({"id": i, "from": b, "to": a, "round": r, "file": file, "sha256": sha256, "at": at})
+
     def state_dict(self) -> dict[str, Any]:
-        return {"batches": [b.to_json() for b in self.batches], "imports": [dict(r) for r in self.imports]}
+        return {
+            "batches": [b.to_json() for b in self.batches],
+            "imports": [dict(r) for r in self.imports],
+            "corrections": [dict(r) for r in self.corrections],
+        }
 
     @classmethod
     def from_state_dict(cls, d: Mapping[str, Any] | None) -> LabelingLog:
@@ -167,6 +189,7 @@ class LabelingLog:
         for b in (d or {}).get("batches", []):
             out.add_batch(Batch.from_json(b))
         out.imports = [dict(r) for r in (d or {}).get("imports", [])]
+        out.corrections = [dict(r) for r in (d or {}).get("corrections", [])]
         return out
 
 
@@ -228,11 +251,16 @@ class ExperimentState:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
-        d = json.loads(Path(path).read_text())
-        if d.get("version") != STATE_VERSION:
-            raise ConfigError(problem(f"{path} has state version {d.get('version')}", f"{STATE_VERSION}"))
-        labels = LabelState.from_state_dict(d["labels"])
-        ledger = CostLedger.from_state_dict(d["ledger"])
+        d = read_json(path, "experiment state")
+        if not isinstance(d, dict) or d.get("version") != STATE_VERSION:
+            v = d.get("version") if isinstance(d, dict) else None
+            raise ConfigError(problem(f"{path} has state version {v}", f"{STATE_VERSION}"))
+        try:
+            labels = LabelState.from_state_dict(d["labels"])
+            ledger = CostLedger.from_state_dict(d["ledger"])
+        except (KeyError, TypeError, ValueError) as e:  # AlcoreErrors included: name the file
+            raise ConfigError(problem(f"{path} is not a valid experiment state: {e}", fix="restore the file")) from e
+        ledger.check_paid(labels.counts_per_round(), where=str(path))
         return cls(
             config_digest=d["config_digest"],
             labels=labels,
@@ -243,6 +271,16 @@ class ExperimentState:
             versions=d.get("versions", []),
             labeling=LabelingLog.from_state_dict(d.get("labeling")),
         )
+
+
+def final_is_current(final: Mapping[str, Any] | None, labels: LabelState) -> bool:
+    """Whether the final network (``state.final``) was trained on exactly these labels: a label
+    added or corrected since makes it stale, and the cycle trains it again."""
+    if final is None:
+        return False
+    if "labels_digest" in final:
+        return final["labels_digest"] == labels.digest()
+    return final.get("labels") == labels.n_labeled  # a state written before labels were digested
 
 
 def open_state(

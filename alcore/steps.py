@@ -46,9 +46,9 @@ from alcore.strategies import STRATEGIES, Scorer, SelectionContext, make_strateg
 from alcore.training import (
     SEMI_MODES,
     HeadScorer,
-    TrainConfig,
     load_any_encoder,
     load_classifier,
+    read_training_record,
     resolve_mode,
     save_classifier,
     train_classifier,
@@ -154,7 +154,13 @@ def pretrained_encoder(cfg: EncoderCfg, data: Dataset, *, seed: int, device: str
     """The pre-trained encoder: timm hub weights, a local file, or SimCLR on the pool. Its initial
     weights are drawn from ``seed`` (they matter when SimCLR trains it from scratch)."""
     with torch_seeded(derive_seed(seed, "encoder-init")):
-        enc = create_encoder(cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, input_size=cfg.input_size)
+        enc = create_encoder(
+            cfg.arch,
+            pretrained=cfg.pretrained,
+            weights=cfg.weights,
+            input_size=cfg.input_size,
+            feature_level=cfg.feature_level,
+        )
     if cfg.needs_ssl:
         enc = pretrain_simclr(
             enc,
@@ -270,6 +276,7 @@ def make_oracle_for(
             price_per_label=cfg.price_per_label,
             image_url=labeling.image_url,
             image_root=labeling.image_root,
+            embed_max_side=labeling.embed_max_side,
             from_name=labeling.from_name,
             to_name=labeling.to_name,
         )
@@ -287,17 +294,20 @@ def make_oracle_for(
     return make_oracle(cfg.name, price_per_label=cfg.price_per_label)
 
 
-_SEMI_FIELDS = {"mode", "auto_threshold", "prior_temperature"} | {
-    k for k in TrainCfg.model_fields if k.startswith(("semi_", "as3l_"))
-}
-
-
 def as3l_priors(
-    encoder: Any, data: Dataset, positions: np.ndarray, labels: np.ndarray, cfg: TrainCfg, *, seed: int, device: str
+    encoder: Any,
+    data: Dataset,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainCfg,
+    *,
+    seed: int,
+    device: str,
+    progress: bool = False,
 ) -> Priors:
     """AS3L's priors for the pool (:func:`alcore.as3l.prior_labels`): ``f_fine`` from the
     encoder's own features of the pool, then constrained k-means seeded by the labeled rows."""
-    F_self = extract_array(encoder, data.pool, batch_size=256, device=device, progress=False)
+    F_self = extract_array(encoder, data.pool, batch_size=256, device=device, progress=progress, desc="as3l features")
     F_fine = fine_features(
         F_self,
         max(2, min(len(positions), len(data.pool))),
@@ -329,15 +339,16 @@ def train_network(
     priors: Priors | None = None,
 ) -> Any:
     """Train the real network on the labeled ids, from ``encoder``: supervised (``lp`` / ``ft`` /
-    ``lpft``, or ``auto``), or semi-supervised on the whole pool (``fixmatch``; ``as3l`` with
-    ``priors``, computed by :func:`as3l_priors` when not given)."""
+    ``lpft``, or ``auto``, each held to its linear probe on held-out labels; the model's
+    ``training_record`` says which mode won and why), or semi-supervised on the whole pool
+    (``fixmatch``; ``as3l`` with ``priors``, computed by :func:`as3l_priors` when not given)."""
     pos = IdIndex(data.pool.ids).positions(ids, where="the pool")
     labels = np.asarray(labels, dtype=np.int64)
     if mode in SEMI_MODES:
         from alcore.semi import train_semi
 
         if mode == "as3l" and priors is None:
-            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device)
+            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device, progress=progress)
         return train_semi(
             encoder,
             data.pool,
@@ -350,16 +361,14 @@ def train_network(
             random_state=seed,
             progress=progress,
         ).model
-    mode = resolve_mode(mode, len(ids), cfg.auto_threshold)  # "auto" -> lpft / ft by label count
-    tc = TrainConfig(**cfg.model_dump(exclude=_SEMI_FIELDS))
     return train_classifier(
         encoder,
         data.pool,
         pos,
         labels,
         n_classes=data.n_classes,
-        mode=mode,
-        config=tc,
+        mode=resolve_mode(mode),  # auto is decided inside, on held-out labels
+        config=cfg.train_config(),
         device=device,
         random_state=seed,
         progress=progress,
@@ -450,7 +459,8 @@ def pretext_losses(
     enc = load_encoder(encoder["path"])
     if cfg.init == "scratch":
         with torch_seeded(derive_seed(seed, "pretext-init")):
-            enc = create_encoder(enc.config.arch, input_size=enc.config.preprocess.input_size)
+            c = enc.config
+            enc = create_encoder(c.arch, input_size=c.preprocess.input_size, feature_level=c.feature_level)
     with stopwatch() as t:
         model = train_rotation(
             enc,
@@ -650,15 +660,16 @@ def fine_tune(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune from the encoder file on ``ids`` and write the classifier to ``out``:
-    ``{"model": ref, "seconds"}`` (and ``"priors"``: the AS3L priors written beside it, with
-    ``train.mode=as3l``)."""
+    ``{"model": ref, "seconds", "mode", "evidence"}``: the mode trained (``auto`` resolved) and its
+    held-out evidence (also in the file's metadata); and ``"priors"``, the AS3L priors written
+    beside it, with ``train.mode=as3l``."""
     enc = load_encoder(encoder["path"])
     ds = load_data(data)
     priors, written = None, {}
     with stopwatch() as t:
         if mode == "as3l":  # the priors are an artifact of their own, beside the network
             pos = IdIndex(ds.pool.ids).positions(ids, where="the pool")
-            priors = as3l_priors(enc, ds, pos, np.asarray(labels), train, seed=seed, device=device)
+            priors = as3l_priors(enc, ds, pos, np.asarray(labels), train, seed=seed, device=device, progress=progress)
             spec = {"encoder_sha256": encoder["sha256"], "n_labeled": len(ids), "seed": seed}
             write_priors(str(priors_path(out)), np.asarray(ds.pool.ids), priors, spec)
             written["priors"] = ref(priors_path(out))
@@ -666,7 +677,8 @@ def fine_tune(
             enc, ds, ids, labels, train, mode=mode, seed=seed, device=device, progress=progress, priors=priors
         )
     save_classifier(model, out)
-    return {"model": ref(out), "seconds": t["seconds"], **written}
+    record = read_training_record(out)
+    return {"model": ref(out), "seconds": t["seconds"], "mode": record.get("mode", mode), "evidence": record, **written}
 
 
 def decide_realign(
@@ -685,9 +697,11 @@ def decide_realign(
     return trigger_decision(trigger, trigger_params, pool, ids, labels, round=round, history=history)
 
 
-def evaluate(model: Ref, data: DataCfg, data_fingerprint: str, *, device: str) -> dict[str, Any]:
+def evaluate(
+    model: Ref, data: DataCfg, data_fingerprint: str, *, device: str, progress: bool = False
+) -> dict[str, Any]:
     """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``."""
     net = load_classifier(model["path"])
     with stopwatch() as t:
-        res = evaluate_network(net, load_data(data).test, device=device)
+        res = evaluate_network(net, load_data(data).test, device=device, progress=progress)
     return {**res, "seconds": t["seconds"]}

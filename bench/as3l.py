@@ -59,7 +59,6 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
     pool_index = IdIndex(data.pool.ids)
     test_y = np.asarray(data.test.labels)[IdIndex(data.test.ids).positions(test.ids)]
     cfg = TrainCfg(
-        lp_epochs=args.lp_epochs,
         ft_epochs=args.ft_epochs,
         semi_steps=args.steps,
         semi_batch_size=args.batch,
@@ -140,7 +139,6 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=150, help="semi-supervised optimiser steps")
     ap.add_argument("--batch", type=int, default=16, help="labeled images per step")
     ap.add_argument("--mu", type=int, default=2, help="unlabeled images per labeled one")
-    ap.add_argument("--lp-epochs", type=int, default=30)
     ap.add_argument("--ft-epochs", type=int, default=15)
     ap.add_argument("--augment", default="crop")
     args = ap.parse_args()

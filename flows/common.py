@@ -41,7 +41,9 @@ def open_learner(p: Params, L: Layout, inputs: RunInputs, *, new: Callable[[Expe
             pretraining += read_json(L.pretext_meta, "pretext")["seconds"]
         return {"pretraining": pretraining, "extraction": read_json(L.features_meta, "features")["seconds"]["pool"]}
 
-    return ActiveLearner.open(p, inputs, TaskSteps(p), run_dir=L.run_dir(p.experiment.name), new=new, setup=setup)
+    learner = ActiveLearner.open(p, inputs, TaskSteps(p), run_dir=L.run_dir(p.experiment.name), new=new, setup=setup)
+    learner.say = say
+    return learner
 
 
 def track(learner: ActiveLearner) -> str:
@@ -61,9 +63,13 @@ def log_round(st: ExperimentState, run_id: str, r: int) -> None:
     """Round ``r``'s costs, metrics and trigger decision to MLflow, and one line to the console."""
     row = next(x for x in round_rows(st) if x["round"] == r)
     trig = st.records[r].get("trigger", {})
+    nets = st.records[r].get("networks", [])
     metrics: dict[str, Any] = {k: v for k, v in row.items() if k != "round"}
     metrics.update({f"trigger_{k}": v for k, v in trig.items()})
+    metrics.update({k: v for n in nets for k, v in network_metrics(n["evidence"], "network_").items()})
     tracking.log_metrics(run_id, metrics, step=r)
+    if nets:
+        tracking.set_tags(run_id, {f"round_{r}.network_mode": ",".join(n["mode"] for n in nets)})
     acc = " ".join(f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r])
     say(
         f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
@@ -75,5 +81,19 @@ def log_round(st: ExperimentState, run_id: str, r: int) -> None:
 def log_summary(st: ExperimentState, run_id: str, summary: dict[str, Any]) -> None:
     """The final numbers of a run to its MLflow run."""
     tracking.log_metrics(
-        run_id, {f"final_{k}": v for k, v in summary.items() if isinstance(v, int | float)}, step=st.round
+        run_id,
+        {
+            **{f"final_{k}": v for k, v in summary.items() if isinstance(v, int | float)},
+            **network_metrics((st.final or {}).get("evidence", {}), "final_"),
+        },
+        step=st.round,
     )
+    if st.final is not None:
+        tracking.set_tags(run_id, {"final.train_mode": st.final["mode"]})
+
+
+def network_metrics(ev: dict[str, Any], prefix: str) -> dict[str, float]:
+    """A network's evidence as MLflow metrics: held-out accuracy per candidate, labels, steps."""
+    out = {f"{prefix}heldout_{m}": c["accuracy"] for m, c in ev.get("candidates", {}).items()}
+    out.update({f"{prefix}{k}": float(ev[k]) for k in ("n_labeled", "steps", "held_out") if k in ev})
+    return out

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,92 @@ def test_budget_larger_than_the_pool_fails_before_any_training(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "pool holds 1438" in err and "lower al.rounds" in err
     assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()
+
+
+def test_every_command_line_mistake_is_one_line_with_a_suggestion(capsys):
+    for argv, needle in (
+        (["lst"], "No such command 'lst'. Did you mean 'list'?"),
+        (["run", "--sett", "al.rounds=3"], "No such option: --sett (Possible options: --set, --stage)"),
+        (["label", "cyc"], "No such command 'cyc'. Did you mean 'cycle'?"),
+        (["show", "extra"], "unexpected extra argument"),
+        (["run", "--fresh=3"], "does not take a value"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert err.startswith("error: ") and needle in err and "--help'" in err, err
+
+
+def test_the_installed_command_prints_no_traceback_either(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "alcore.cli", "lst"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: No such command 'lst'. Did you mean 'list'? Try 'alcore --help'."
+    ]
+
+
+def test_ui_prefect_points_its_pages_at_its_own_port(monkeypatch):
+    seen = {}
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")  # as the README exports it
+    monkeypatch.delenv("PREFECT_UI_API_URL", raising=False)
+    monkeypatch.setattr("os.execv", lambda exe, cmd: seen.setdefault("cmd", cmd))
+    assert main(["ui", "prefect", "--port", "4211"]) == 0
+    assert seen["cmd"][seen["cmd"].index("--port") + 1] == "4211"
+    import os
+
+    assert os.environ["PREFECT_UI_API_URL"] == "http://127.0.0.1:4211/api"
+
+
+def test_label_setup_prints_the_exact_set_up(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    params = ["--params", str(REPO / "params.yaml"), "--set", "oracle.name=human"]
+    assert main(["label", "setup", *params]) == 0
+    out = capsys.readouterr().out
+    assert "a stock Label Studio shows them, nothing to serve" in out and "label-config.xml" in out
+    assert main(["label", "setup", *params, "--set", "labeling.image_url=/data/local-files/?d={relpath}",
+                 "--set", "labeling.image_root=/srv/images"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/srv/images" in out
+    assert "Add Source Storage > Local files: Absolute local path /srv/images" in out
+    assert main(["label", "setup", *params, "--set", "labeling.image_url='{path}'"]) == 0
+    assert "There was an issue loading URL" in capsys.readouterr().out  # the warning, before anyone meets it
+
+
+def test_prefect_server_too_slow_to_start_ends_in_what_to_set(tmp_path):
+    """A temporary Prefect server that misses its start-up time (minutes on a busy machine) ends in
+    one line naming the settings, not Prefect's traceback; nothing half-written."""
+    import os
+
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
+    env.pop("PREFECT_API_URL", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "alcore.cli", "run", "--params", str(REPO / "params.yaml"), "--stage", "prepare"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = r.stderr
+    assert "Traceback" not in err, err
+    assert "did not start within 0 s" in err and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600" in err
+    assert "PREFECT_API_URL" in err and "run the same command again" in err
+    log = Path(env["PREFECT_HOME"]) / "alcore-errors.log"
+    assert f"(the traceback is in {log})" in err and "ephemeral Prefect API server" in log.read_text()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_prefect_api_timeouts_name_the_setting(monkeypatch):
+    import httpx
+
+    from alcore.cli import prefect_startup_hint
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_REQUEST_TIMEOUT", "60")
+    hint = prefect_startup_hint(httpx.ReadTimeout("timed out"))
+    assert "PREFECT_API_REQUEST_TIMEOUT=300 (now 60)" in hint and "temporary API server did not answer" in hint
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    hint = prefect_startup_hint(httpx.ConnectError("refused"))
+    assert "http://127.0.0.1:4200/api refused the connection" in hint and "prefect server start" in hint
+    assert prefect_startup_hint(RuntimeError("something else")) is None
+    assert prefect_startup_hint(ValueError("ephemeral Prefect API server")) is None

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from alcore.datasets.base import Dataset, Split, read_images
+from alcore.datasets.base import Dataset, Split, image_error, image_errors, read_images
 from alcore.datasets.loading import check_classes, check_fraction, check_int, register_dataset, stratified_split
 from alcore.errors import DataError, problem
 from alcore.registry import Each, Integral, Interval, Real
 
-__all__ = ["IMAGE_EXTENSIONS", "image_folder", "path_id", "read_images"]
+__all__ = ["IMAGE_EXTENSIONS", "image_error", "image_errors", "image_folder", "path_id", "read_images"]
 
 #: File name endings (lower case) taken as images when walking class subfolders.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
