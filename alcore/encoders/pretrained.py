@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from torch import Tensor
 
 from alcore._io import file_digest
-from alcore.encoders.core import read_state_dict
+from alcore.encoders.weights import read_state_dict
 from alcore.errors import WeightsError, problem
 from alcore.preprocess import Preprocess
 from alcore.registry import Registry
