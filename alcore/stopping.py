@@ -38,8 +38,7 @@ import numpy as np
 from alcore.errors import ConfigError, problem
 from alcore.estimate import AccuracyEstimate
 from alcore.forecast import CostModel, LearningCurve, fit_learning_curve
-from alcore.registry import Registry
-from alcore.strategies.base import Configurable, build
+from alcore.registry import Extension, Registry
 
 __all__ = [
     "STOP_RULES",
@@ -198,7 +197,7 @@ class StopContext:
         return self._curve[key]
 
 
-class StopRule(Configurable):
+class StopRule(Extension):
     """Decides after each round whether to stop. Subclasses set ``name`` and ``requires`` (a subset
     of ``{"estimates", "predictions", "cost"}``) and implement :meth:`decide`."""
 
@@ -213,7 +212,7 @@ class StopRule(Configurable):
         raise NotImplementedError
 
 
-STOP_RULES: Registry[type[StopRule]] = Registry("stop rule")
+STOP_RULES: Registry[type[StopRule]] = Registry("stop rule", where="al.stop_params")
 
 
 def _pct(x: float) -> str:
@@ -504,4 +503,4 @@ def make_stop_rule(name: str, **params: Any) -> StopRule:
     >>> make_stop_rule("stabilizing_predictions")
     StabilizingPredictions(threshold=0.99, window=3)
     """
-    return build(STOP_RULES, name, params)
+    return STOP_RULES.create(name, **params)

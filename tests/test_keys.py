@@ -64,7 +64,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "round": (1, 2),
     "n_rounds": (None, 5),
     "oracle": (OracleCfg(), OracleCfg(noise_rate=0.1)),
-    "train": (TrainCfg(), TrainCfg(lp_epochs=3)),
+    "train": (TrainCfg(), TrainCfg(ft_epochs=3)),
     "mode": ("lp", "ft"),
     "trigger": ("logme_drop", "ped_gap"),
     "trigger_params": ({}, {"tolerance": 0.1}),
@@ -211,13 +211,20 @@ print(json.dumps({{name: key_of(t, inputs_of(t)) for name, t in sorted(TASKS.ite
 
 def test_the_same_inputs_give_the_same_keys_in_other_processes_and_hash_seeds():
     here = {name: key_of(t, inputs_of(t)) for name, t in sorted(TASKS.items())}
-    for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        r = subprocess.run(
-            [sys.executable, "-c", PROBE.format(repo=str(REPO))], env=env, capture_output=True, text=True, timeout=120
+    procs = [  # both at once: each spends its life importing
+        subprocess.Popen(
+            [sys.executable, "-c", PROBE.format(repo=str(REPO))],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout.strip().splitlines()[-1]) == here
+        for seed in ("1", "2")
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == here
 
 
 def test_prefect_serves_the_cache_by_these_keys_and_stores_json(prefect_harness, monkeypatch):
