@@ -1,6 +1,7 @@
-"""``dvc repro`` in a temporary copy of the project: reproduces, then does nothing, then reruns
-only what a changed parameter touches; ``alcore run`` elsewhere gets the same ids and accuracies;
-an edit to any library file marks every stage changed.
+"""``dvc repro`` in a temporary copy of the project: reproduces, then does nothing, then sees only
+the stages a changed parameter touches; an edit to any library file marks every stage changed.
+Slow: ``alcore run`` elsewhere gets the same ids and accuracies, and a changed parameter reruns
+only its stages.
 
 The stage processes use the session's Prefect server (a temporary server per process costs more
 than the stage itself) and the project's own result storage, so nothing is served from another
@@ -73,6 +74,25 @@ def test_repro_then_nothing_then_only_what_changed(project):
     metrics = _run([DVC, "metrics", "show", "--json"], root, env)
     assert "total_usd" in metrics
 
+    # a changed parameter: DVC sees the stages that read it, and only those (the slow test below
+    # reproduces them; tests/test_flows.py checks that recomputing gives the same ids and accuracies)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    before = yaml.safe_dump(p)
+    p["al"]["rounds"] = 4
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    try:
+        out = _run([DVC, "status"], root, env)
+    finally:
+        (root / "params.yaml").write_text(before)
+    assert "active_learning:" in out and "al.rounds" in out, out
+    for stage in ("prepare", "encoder", "features", "pretext"):
+        assert f"{stage}:" not in out, out
+
+
+@pytest.mark.slow  # two more stage processes and a whole `alcore run`: a minute on 2 cores
+def test_alcore_run_agrees_with_dvc_repro_and_a_changed_parameter_reruns_only_its_stages(project):
+    root, env = project
+    _run([DVC, "repro"], root, env)
     # the same parameters through `alcore run` in another folder (its own cache): the same run
     other, env2 = _copy_project(root.parent / "alcore-run", env)
     _run([os.sys.executable, "-m", "alcore.cli", "run"], other, env2)

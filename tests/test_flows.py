@@ -16,7 +16,7 @@ import yaml
 from alcore.config import parse_params
 from alcore.layout import Layout
 from alcore.run_state import ExperimentState
-from tests._tiny import tiny
+from tests._tiny import copy_stages, tiny
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -104,14 +104,32 @@ def test_rerun_is_served_from_cache_with_the_same_costs(first_run, monkeypatch):
     assert again == first  # identical labels, accuracy and (cached) compute seconds
 
 
-def test_crash_mid_run_resumes_without_buying_twice(tmp_path, prefect_harness, monkeypatch):
+def test_the_same_parameters_computed_again_give_the_same_run(first_run, tmp_path):
+    """Everything computed again in another folder, nothing served from a cache (what ``dvc repro``
+    after ``alcore run`` does in another process): the same encoder, ids, proxy accuracies and
+    final accuracy. Every random choice is seeded from ``experiment.seed``, model initialisation
+    included (``tests/test_keys.py`` checks the cache keys across processes and hash seeds)."""
+    from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+
+    from flows.pipeline import pipeline
+
+    root, _, _ = first_run
+    with temporary_settings({PREFECT_TASKS_REFRESH_CACHE: True}):  # compute, never serve
+        pipeline(parse_params(tiny()), root=str(tmp_path))
+    L, M = Layout(root), Layout(tmp_path)
+    assert json.loads(L.encoder_meta.read_text())["sha256"] == json.loads(M.encoder_meta.read_text())["sha256"]
+    a, b = ExperimentState.load(L.state("tiny")), ExperimentState.load(M.state("tiny"))
+    np.testing.assert_array_equal(a.labels.labeled_round, b.labels.labeled_round)
+    assert [a.records[r]["proxy_accuracy"] for r in (1, 2, 3)] == [b.records[r]["proxy_accuracy"] for r in (1, 2, 3)]
+    assert a.final["accuracy"] == b.final["accuracy"]
+
+
+def test_crash_mid_run_resumes_without_buying_twice(tmp_path, tiny_stages, monkeypatch):
     import alcore.steps
     from flows.active_learning import active_learning
-    from flows.pipeline import encoder, features, prepare
 
     params = parse_params(tiny(experiment={"name": "crash", "seed": 7}, al={"rounds": 4}))
-    for stage in (prepare, encoder, features):
-        stage(params, root=str(tmp_path))
+    copy_stages(tiny_stages, tmp_path)
     real = alcore.steps.select_batch
 
     def crash_in_round_3(*a, **k):

@@ -11,18 +11,23 @@ from alcore.errors import ConfigError, DataError
 from alcore.layout import Layout
 from alcore.pretext import read_pretext_losses
 from alcore.run_state import ExperimentState
-from tests._tiny import tiny
+from tests._tiny import copy_stages, tiny
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_harness):
-    """One project for the module: the tiny pipeline with PT4AL (so the pretext stage computes)."""
-    from flows.pipeline import pipeline
+def project(tmp_path_factory, tiny_stages):
+    """One project for the module: the tiny experiment's stages, then the rest of the pipeline with
+    PT4AL (so the pretext stage computes)."""
+    from flows.active_learning import active_learning
+    from flows.pipeline import pretext, report
 
-    root = tmp_path_factory.mktemp("selfsup")
-    pipeline(parse_params(tiny(al={"strategy": "pt4al"}, pretext={"epochs": 1, "batch_size": 64})), root=str(root))
+    root = copy_stages(tiny_stages, tmp_path_factory.mktemp("selfsup"))
+    p = parse_params(tiny(al={"strategy": "pt4al"}, pretext={"epochs": 1, "batch_size": 64}))
+    pretext(p, root=str(root))
+    active_learning(p, root=str(root))
+    report(p, root=str(root))
     return root
 
 

@@ -13,7 +13,7 @@ from alcore.features import read_features
 from alcore.layout import Layout
 from alcore.run_state import ExperimentState
 from alcore.training import resolve_mode
-from tests._tiny import tiny
+from tests._tiny import copy_stages, tiny
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,9 @@ def _params(name, pipeline, train=None, **al):
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, prefect_harness):
-    from flows.pipeline import encoder, features, prepare
-
-    root = tmp_path_factory.mktemp("pipelines")
-    p = _params("setup", "svpp")
-    for stage in (prepare, encoder, features):
-        stage(p, root=str(root))
-    return root
+def root(tmp_path_factory, tiny_stages):
+    """The tiny experiment's stage outputs (the training mode does not change them)."""
+    return copy_stages(tiny_stages, tmp_path_factory.mktemp("pipelines"))
 
 
 def test_resolve_mode_checks_and_leaves_auto_to_the_evidence():

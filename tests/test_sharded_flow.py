@@ -21,14 +21,15 @@ DASK2 = {"batch_size": 64, "shards": 4, "runner": "dask", "workers": 2}
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, prefect_harness):
-    """dataset.json, the encoder and the single-pass features (today's default: one task per split)."""
-    from flows.pipeline import encoder, features, prepare
+def built(tmp_path_factory, tiny_stages):
+    """dataset.json, the encoder (the tiny experiment's) and the single-pass features (today's
+    default: one task per split)."""
+    from flows.pipeline import features
 
     root = tmp_path_factory.mktemp("single")
-    params = parse_params(tiny(features={"batch_size": 64}))
-    for stage in (prepare, encoder, features):
-        stage(params, root=str(root))
+    for d in ("data", "models"):
+        shutil.copytree(tiny_stages / d, root / d)
+    features(parse_params(tiny(features={"batch_size": 64})), root=str(root))
     return root
 
 
