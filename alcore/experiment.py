@@ -199,12 +199,15 @@ def select_batch(
     n_rounds: int | None = None,
     extras: dict[str, np.ndarray] | None = None,
     exclude: np.ndarray | None = None,
+    device: str | None = None,
 ) -> np.ndarray:
     """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled.
 
     ``extras``: per-sample side arrays (e.g. ``pretext_loss``) aligned with ``pool.ids``.
     ``exclude``: unlabeled ids that may not be chosen (out with annotators already); they are left
     out of the pool the strategy sees.
+    ``device``: where the strategies' distance passes run (``experiment.device``; None or the CPU:
+    numpy). The same ids either way, up to float rounding in exact near-ties.
     """
     from alcore.strategies import SelectionContext, make_strategy
 
@@ -222,6 +225,7 @@ def select_batch(
         round=round,
         n_rounds=n_rounds,
         extras=extras or {},
+        device=device,
     )
     strat = make_strategy(strategy, **strategy_params)
     return np.asarray(strat.select(ctx, n, random_state=seed), dtype=np.int64)

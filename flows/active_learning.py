@@ -182,6 +182,7 @@ def _select_round(
         pretext=run.pretext,
         exclude=exclude,
         memory_budget=run.budget,
+        device=run.dev,
     )
     seconds["scoring"] = seconds.get("scoring", 0.0) + sel["seconds"]
     return Selection(sel["ids"], seconds, scorer, features, key)

@@ -11,7 +11,7 @@ from alcore.experiment import load_features, load_pretext_losses, select_batch, 
 from tasks._common import CACHE
 
 
-@task(name="select", cache_policy=CACHE - "proxy" - "memory_budget", persist_result=True, retries=1)
+@task(name="select", cache_policy=CACHE - "proxy" - "memory_budget" - "device", persist_result=True, retries=1)
 def select(
     strategy: str,
     strategy_params: dict[str, Any],
@@ -29,10 +29,12 @@ def select(
     pretext: dict[str, str] | None = None,
     exclude: np.ndarray | None = None,
     memory_budget: int | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Ids of the next ``n`` samples (``proxy_key`` stands for the proxy in the cache key), never
     one of ``exclude`` (ids out with annotators). Features larger than ``memory_budget`` bytes are
-    read by memory map (the same ids either way).
+    read by memory map, and the distance passes run on ``device`` (the same ids either way: neither
+    is in the cache key).
 
     ``pretext``: a ref to the pretext-loss file, for strategies that need ``pretext_loss``.
     """
@@ -53,5 +55,6 @@ def select(
             n_rounds=n_rounds,
             extras=extras,
             exclude=exclude,
+            device=device,
         )
     return {"ids": ids, "seconds": t["seconds"]}
