@@ -37,6 +37,10 @@ SetOpt = Annotated[
 
 def _fail(err: Exception) -> NoReturn:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    refusals = sys.modules.get("flows._env")
+    log = getattr(refusals, "_REFUSALS", None) if refusals else None
+    if log is not None and log.written:  # a flow logged this refusal with its traceback
+        typer.echo(f"(the traceback is in {log.path})", err=True)
     raise typer.Exit(code=2)
 
 
@@ -60,7 +64,10 @@ def _params(params: Path, set_: list[str] | None) -> Params:
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn``; an alcore error is printed with its fix (exit code 2)."""
+    """Run ``fn``; an alcore error is printed with its fix (exit code 2). Flows log such a
+    refusal with its traceback: that goes to a log file, not the console (flows._env)."""
+    if "prefect" in sys.modules:
+        _flow("flows._env", "quiet_refusals")()
     try:
         return fn(*args, **kwargs)
     except AlcoreError as e:
@@ -140,9 +147,18 @@ def list_(
 
         names = DATASETS.names()
     elif what == "encoders":
-        from alcore.encoders import ARCHS
+        from alcore.encoders import ARCHS, OFFLINE_WEIGHTS
 
-        names = ARCHS.names() + ["any timm model name (e.g. resnet50, vit_small_patch16_224)"]
+        width = max(map(len, ARCHS.names() + OFFLINE_WEIGHTS.names()))
+        names = [f"{n:<{width}}  ours: encoder.weights=<file>, or SimCLR on the pool" for n in ARCHS.names()]
+        names += [
+            f"{n:<{width}}  {OFFLINE_WEIGHTS.get(n).describe()}: encoder.pretrained=package (or true)"
+            for n in OFFLINE_WEIGHTS.names()
+        ]
+        names.append(
+            "any timm model name (e.g. resnet50, vit_small_patch16_224): encoder.pretrained=hub (needs internet), "
+            "encoder.weights=<file>, or random init + SimCLR"
+        )
     elif what == "modes":
         from alcore.training import MODES, SEMI_MODES
 
@@ -181,8 +197,36 @@ app.add_typer(label_app, name="label")
 @label_app.command("cycle")
 def label_cycle(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """One labeling cycle now: ingest the inbox; once the open batch is labeled, retrain, select and
-    export the next batch (what `alcore serve` runs on a schedule)."""
-    _call(_flow("flows.labeling", "run_cycle"), _params(params, set_))
+    export the next batch (what `alcore serve` runs on a schedule). Exit status 1 when rows were
+    refused (the cycle did its work; the rows are listed)."""
+    out = _call(_flow("flows.labeling", "run_cycle"), _params(params, set_))
+    for message in out.get("refused", []):
+        typer.secho(f"refused: {message}", fg=typer.colors.YELLOW, err=True)
+    if out.get("refused"):
+        raise typer.Exit(code=1)
+
+
+@label_app.command("setup")
+def label_setup(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Print what Label Studio needs to show this experiment's images (labeling.image_url) and how
+    its answers come back."""
+    from alcore.labeling import label_studio_setup
+    from alcore.layout import Layout
+
+    p = _params(params, set_)
+    L = Layout()
+    name = p.experiment.name
+    typer.echo(
+        _call(
+            label_studio_setup,
+            image_url=p.labeling.image_url,
+            image_root=p.labeling.image_root,
+            embed_max_side=p.labeling.embed_max_side,
+            outbox=L.outbox(name).resolve(),
+            inbox=L.inbox(name).resolve(),
+            settle_seconds=p.labeling.settle_seconds,
+        )
+    )
 
 
 def _labeling_state(params: Path, set_: list[str] | None) -> tuple[Params, Layout, ExperimentState]:
@@ -223,10 +267,13 @@ def label_status(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
     typer.echo(f"inbox: {L.inbox(name)} ({len(inbox_files(L.inbox(name)))} file(s) waiting)")
     for rec in st.labeling.imports[-5:]:
         typer.echo(
-            f"  {rec['at']} {rec['file']}: {rec['committed']} committed, {rec['already']} known, {rec['rejected']} refused"
+            f"  {rec['at']} {rec['file']}: {rec['committed']} committed, {rec.get('corrected', 0)} corrected, "
+            f"{rec['already']} known, {rec['rejected']} refused"
         )
-        for line in rec["problems"][:5]:
+        for line in [*rec["problems"][:5], *rec.get("conflicts", [])[:5], *rec.get("corrections", [])[:5]]:
             typer.echo(f"      {line}")
+    if st.labeling.corrections:
+        typer.echo(f"{len(st.labeling.corrections)} label(s) corrected so far (state.json: labeling.corrections)")
     if st.final:
         typer.echo(f"finished: final network test accuracy {st.final['accuracy']:.4f}")
 
@@ -247,8 +294,13 @@ def label_check(
         requested = st.labeling.requested_ids(st.labels)
         classes = json.loads(L.dataset.read_text())["classes"]
         kw = {"labels": st.labels, "requested": requested, "classes": classes, "from_name": p.labeling.from_name}
-        res = import_annotations(file, **kw)
-        typer.echo(f"{file.name}: {res.ids.size} new label(s), {res.already} known, {res.unanswered} not labeled yet")
+        res = import_annotations(file, **kw, conflicts=p.labeling.conflicts)
+        typer.echo(
+            f"{file.name}: {res.ids.size} new label(s), {res.fixed_ids.size} correction(s), {res.already} known, "
+            f"{res.unanswered} not labeled yet"
+        )
+        for line in [*res.conflicts, *res.corrections]:
+            typer.echo(f"  {line}")
         res.raise_for_problems()
 
     _call(check)
@@ -296,6 +348,9 @@ def ui(
     configure()
     if which == "prefect":
         cmd = ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port or 4200)]
+        # the UI's pages call the API at PREFECT_UI_API_URL, else PREFECT_API_URL (often :4200 from
+        # the README's export): point them at this server's own port
+        os.environ["PREFECT_UI_API_URL"] = f"http://127.0.0.1:{port or 4200}/api"
     elif which == "mlflow":
         cmd = [
             "mlflow",
@@ -318,22 +373,43 @@ def ui(
     os.execv(exe, cmd)
 
 
+def _usage_error(e: Exception) -> tuple[str, int] | None:
+    """The one line for a command-line mistake (typer >= 0.29 raises its own exceptions, not
+    click's), with what to try; None for anything else."""
+    from typer.exceptions import TyperException
+
+    try:
+        import click
+
+        usage: tuple[type[Exception], ...] = (TyperException, click.ClickException)
+    except ImportError:  # pragma: no cover - typer without click
+        usage = (TyperException,)
+    if not isinstance(e, usage) or not hasattr(e, "format_message"):
+        return None
+    ctx = getattr(e, "ctx", None)
+    path = ctx.command_path if ctx is not None else "alcore"
+    message = e.format_message().strip()
+    if not message:  # a group called without a command: its help was printed already
+        return "", int(getattr(e, "exit_code", 2))
+    return f"error: {message} Try '{path} --help'.", int(getattr(e, "exit_code", 2))
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        rv = app(args=argv, standalone_mode=False)  # click returns the code of an Exit here
+        # click returns the code of an Exit here
+        rv = app(args=sys.argv[1:] if argv is None else argv, prog_name="alcore", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return int(e.exit_code or 0)
-    except SystemExit as e:  # click's usage errors
+    except SystemExit as e:
         return int(e.code or 0)
-    except Exception as e:  # click exceptions print themselves
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
-    return 0
+    except Exception as e:
+        line = _usage_error(e)
+        if line is None:
+            raise
+        if line[0]:
+            typer.secho(line[0], fg=typer.colors.RED, err=True)
+        return line[1]
 
 
 if __name__ == "__main__":

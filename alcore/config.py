@@ -8,23 +8,57 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from alcore.errors import ConfigError, problem
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds numbers (int, float, optionally None, or a list of them)."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(a) for a in get_args(annotation) if a is not type(None))
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .inf and .nan are refused (a price of .inf would make every total inf)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic turns true into 1; YAML reads yes/no/on/off/true/false as booleans
+        values = v if isinstance(v, list) else [v]
+        if any(isinstance(x, bool) for x in values) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("a number is required, not a boolean (YAML reads true/false/yes/no/on/off as booleans)")
+        return v
+
+
+#: 2**32 - 1: the largest seed every random generator used takes (numpy's legacy RandomState)
+MAX_SEED = 2**32 - 1
 
 
 class ExperimentCfg(_Model):
-    name: str = Field("digits-margin", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = 0
+    name: str = "digits-margin"
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = "auto"
     progress: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _a_folder_under_runs(cls, v: str) -> str:
+        # the experiment's folder is runs/<name>: "..", "/x" or ".hidden" would write elsewhere
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError(
+                "the experiment's folder name under runs/: 1-100 letters, digits, '.', '_' or '-', not starting "
+                "with '.' (so never '.' or '..'), e.g. digits-margin"
+            )
+        return v
 
 
 class DataCfg(_Model):
@@ -44,14 +78,20 @@ class SSLCfg(_Model):
 class EncoderCfg(_Model):
     arch: str = "cifar_resnet20"
     weights: str | None = None
-    pretrained: bool = False
+    pretrained: bool | Literal["hub", "package"] = Field(
+        False,
+        description="false | true (timm's hub, else an installed package: alcore list encoders) | hub | package",
+    )
     input_size: int | None = Field(None, ge=8)
+    feature_level: int | None = Field(
+        None, ge=0, description="timm models: pool this level of the feature pyramid (null: the last features)"
+    )
     ssl: SSLCfg = SSLCfg()
 
     @model_validator(mode="after")
     def _one_source(self) -> EncoderCfg:
         if self.weights and self.pretrained:
-            raise ValueError("give either encoder.weights (a local file) or encoder.pretrained=true, not both")
+            raise ValueError("give either encoder.weights (a local file) or encoder.pretrained, not both")
         return self
 
     @property
@@ -127,6 +167,46 @@ class ProxyCfg(_Model):
     dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class AuditCfg(_Model):
+    """The accuracy audit (:mod:`alcore.estimate`): labels bought from the oracle on a reserve that
+    selection never sees, to estimate accuracy without a test set. Off while ``fraction`` and
+    ``initial`` are 0."""
+
+    reserve: float = Field(
+        0.1, gt=0, lt=1, description="fraction of the pool set aside from selection: the audit's population"
+    )
+    initial: int = Field(0, ge=0, description="audit draws bought in round 1")
+    fraction: float = Field(
+        0.0, ge=0, le=1, description="audit draws held per training label (the audit grows with the labels)"
+    )
+    sampling: Literal["uniform", "active"] = Field(
+        "active", description="active: draw samples the model is unsure of more, with known probabilities"
+    )
+    estimator: Literal["ppi", "wilson", "exact"] = Field(
+        "ppi", description="ppi: prediction-powered (any sampling); wilson / exact: binomial (uniform only)"
+    )
+    mix: float = Field(0.5, gt=0, le=1, description="active: the uniform share of the draw probabilities")
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _estimator_fits_sampling(self) -> AuditCfg:
+        if self.sampling == "active" and self.estimator != "ppi":
+            raise ValueError(
+                "al.audit.sampling=active needs al.audit.estimator=ppi (the binomial ones assume uniform draws)"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.initial > 0 or self.fraction > 0
+
+    def draws_at(self, n_labeled: int) -> int:
+        """Audit draws held once ``n_labeled`` training labels are bought."""
+        import math
+
+        return max(self.initial, math.ceil(self.fraction * n_labeled)) if self.enabled else 0
+
+
 class ALCfg(_Model):
     pipeline: Literal["standard", "svpp", "asvp"] = Field(
         "svpp",
@@ -145,6 +225,29 @@ class ALCfg(_Model):
         False,
         description="train and test the final network at every budget (uncharged evaluation; compare turns it on)",
     )
+    stop: str = Field("never", description="when to stop early (alcore.stopping: the STOP_RULES registry)")
+    stop_params: dict[str, Any] = Field(default_factory=dict)
+    audit: AuditCfg = AuditCfg()
+
+    @model_validator(mode="after")
+    def _stop_rule_and_audit(self) -> ALCfg:
+        if self.stop == "never" and not self.stop_params and not self.audit.enabled:
+            return self  # the default: nothing to check (and alcore.stopping stays unimported)
+        from alcore.stopping import make_stop_rule
+
+        needs = make_stop_rule(self.stop, **self.stop_params).needs()
+        if "estimates" in needs and not self.audit.enabled:
+            raise ValueError(
+                f"al.stop={self.stop!r} reads the accuracy estimate: set al.audit.fraction (e.g. 0.1) or al.audit.initial"
+            )
+        if self.stop != "never" or self.audit.enabled:
+            # Issue 17 phase 2 wires the audit and the stop rules into the round engine; until then
+            # they would be silently ignored, so they are refused.
+            raise ValueError(
+                "al.stop and al.audit are not wired into the flows yet (issue 17, phase 2): use alcore.estimate, "
+                "alcore.forecast and alcore.stopping from Python, or leave al.stop=never and the audit off"
+            )
+        return self
 
     def schedule(self) -> list[int]:
         """Labels bought in rounds 1..rounds."""
@@ -157,7 +260,7 @@ class OracleCfg(_Model):
     noise_rate: float = Field(0.0, ge=0, lt=1)
 
 
-_URL_FIELDS = ("path", "relpath", "file", "id")
+_URL_FIELDS = ("path", "relpath", "file", "id", "data")
 
 
 class LabelingCfg(_Model):
@@ -171,11 +274,31 @@ class LabelingCfg(_Model):
         1.0, gt=0, le=1, description="select and export the next batch once this fraction of the open one is labeled"
     )
     image_url: str = Field(
-        "{path}",
-        description="how a labeling task names its image: a template of {path} (absolute file), {relpath} "
-        "(relative to image_root), {file} (base name) and {id}; percent-encoded when it is a URL",
+        "{data}",
+        description="how a Label Studio task names its image: {data} (the image itself, embedded as a data: URI; "
+        "shows in a stock Label Studio with no set-up), or a template of {path} (absolute file), {relpath} "
+        "(relative to image_root), {file} (base name) and {id}, percent-encoded when it is a URL "
+        "(`alcore label setup` prints what Label Studio needs for each)",
     )
     image_root: str | None = Field(None, description="the folder {relpath} is relative to")
+    embed_max_side: int = Field(
+        512,
+        ge=16,
+        le=4096,
+        description="{data}: images larger than this (pixels, longest side) are embedded scaled down",
+    )
+    conflicts: Literal["refuse", "majority", "first"] = Field(
+        "refuse",
+        description="annotators who disagree on a sample: refuse (report it, commit nothing for it), majority "
+        "(the most given label; a tie is refused), first (the earliest answer); every conflict is reported",
+    )
+    settle_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="an inbox file modified less than this long ago may still be being written: the cycle waits "
+        "until it is this old and unchanged (a file that changes is left for the next cycle)",
+    )
     from_name: str = Field("label", pattern=r"^[A-Za-z0-9_.-]+$", description="Label Studio <Choices name=...>")
     to_name: str = Field("image", pattern=r"^[A-Za-z0-9_.-]+$", description="Label Studio <Image name=...>")
 
@@ -196,22 +319,47 @@ class LabelingCfg(_Model):
     def _root_for_relpath(self) -> LabelingCfg:
         if "{relpath}" in self.image_url and not self.image_root:
             raise ValueError("image_url uses {relpath}: set labeling.image_root, the folder it is relative to")
+        if "{data}" in self.image_url and self.image_url != "{data}":
+            raise ValueError("image_url {data} is the whole image (a data: URI): use it alone, image_url: '{data}'")
         return self
 
 
 class TrainCfg(_Model):
+    """The real network (:mod:`alcore.training`): LP solved to convergence, FT / LP-FT counted in
+    optimiser steps and held to their probe on held-out labels, ``auto`` chosen on that evidence."""
+
     mode: Literal["auto", "lp", "ft", "lpft", "fixmatch", "as3l"] = Field(
-        "auto", description="fixmatch / as3l: semi-supervised on the whole pool (as3l: guided by priors)"
+        "auto",
+        description="auto: the probe, lpft or ft, whichever wins on held-out labels; fixmatch / as3l: semi-supervised",
     )
-    auto_threshold: int = Field(500, ge=0, description="auto: LP-FT below this many labels, FT from it on")
-    lp_epochs: int = Field(50, ge=0)
-    ft_epochs: int = Field(30, ge=0)
+    lp_C: float = Field(1.0, gt=0, description="the probe's inverse L2 strength (scikit-learn's C)")
+    lp_max_iter: int = Field(1000, ge=1, description="L-BFGS iterations of the probe (it stops when converged)")
+    ft_epochs: float = Field(30, ge=0, description="passes over the labeled set; steps = clip(epochs n / batch)")
+    ft_min_steps: int = Field(300, ge=1, description="the floor on optimiser steps, whatever the label count")
+    ft_max_steps: int = Field(3000, ge=1, description="the cap on optimiser steps")
     batch_size: int = Field(64, ge=2)
-    head_lr: float = Field(0.1, gt=0)
-    backbone_lr: float = Field(0.01, gt=0)
-    lpft_backbone_lr: float = Field(1e-3, gt=0)
+    head_lr: float = Field(0.1, gt=0, description="ft: the fresh head")
+    backbone_lr: float = Field(0.01, gt=0, description="ft: the encoder")
+    lpft_head_lr: float = Field(0.01, gt=0, description="lpft: the probed head")
+    lpft_backbone_lr: float = Field(0.01, gt=0, description="lpft: the encoder")
     weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step"] = Field("cosine", description="step: x0.1 at 50% and 75% of the steps")
+    bn: Literal["auto", "train", "frozen"] = Field(
+        "auto",
+        description="BatchNorm while fine-tuning: auto = batch statistics from bn_min_batch images a batch, else frozen",
+    )
+    bn_min_batch: int = Field(16, ge=2)
     augment: Literal["none", "crop", "crop_flip"] = "crop"
+    holdout: float = Field(
+        0.2,
+        ge=0,
+        le=0.5,
+        description="fraction of the labels a fold holds out to check fine-tuning against its probe (0: off)",
+    )
+    min_holdout: int = Field(40, ge=1, description="fewer held-out labels in one fold: more folds (k-fold)")
+    auto_modes: list[Literal["lpft", "ft"]] = Field(
+        default_factory=lambda: ["lpft", "ft"], description="what auto compares with the probe"
+    )
     semi_steps: int = Field(300, ge=1, description="fixmatch / as3l: optimiser steps")
     semi_batch_size: int = Field(16, ge=1, description="labeled images per step")
     semi_mu: int = Field(3, ge=1, description="unlabeled images per labeled one in a step")
@@ -222,6 +370,29 @@ class TrainCfg(_Model):
     as3l_runs: int = Field(5, ge=1, description="as3l: k-means runs behind f_fine")
     as3l_epochs: int = Field(30, ge=1, description="as3l: epochs of the linear layer giving f_fine")
     prior_temperature: float = Field(0.1, gt=0, description="as3l: softness of the prior confidence")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        retired = {
+            "lp_epochs": "the probe is solved to convergence (lp_C, lp_max_iter)",
+            "auto_threshold": "auto chooses on held-out labels (holdout, min_holdout, auto_modes)",
+        }
+        gone = [k for k in retired if isinstance(data, dict) and k in data]
+        if gone:
+            raise ValueError(
+                "; ".join(f"train.{k} was retired: {retired[k]}" for k in gone) + ". Remove it from params.yaml"
+            )
+        return data
+
+    def train_config(self) -> Any:
+        """The :class:`alcore.training.TrainConfig` of these parameters."""
+        from alcore.training import TrainConfig
+
+        keys = set(TrainConfig.__dataclass_fields__) & set(type(self).model_fields)
+        d = {k: getattr(self, k) for k in keys}
+        d["auto_modes"] = tuple(self.auto_modes)
+        return TrainConfig(**d)
 
     def semi_config(self) -> Any:
         """The :class:`alcore.semi.SemiConfig` of these parameters."""
@@ -249,7 +420,7 @@ class CompareCfg(_Model):
 
     pipelines: list[Literal["standard", "svpp", "asvp"]] = Field(default_factory=lambda: ["standard", "svpp", "asvp"])
     strategies: list[str] = Field(default_factory=lambda: ["margin"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0, 1, 2])
     target_fraction: float = Field(
         0.98, gt=0, le=1, description="labels to reach this fraction of Standard AL's final accuracy"
     )

@@ -18,6 +18,7 @@ __all__ = [
     "PoolExhaustedError",
     "BudgetExceededError",
     "ExperimentLockedError",
+    "StorageError",
     "problem",
 ]
 
@@ -77,3 +78,7 @@ class BudgetExceededError(AlcoreError):
 
 class ExperimentLockedError(AlcoreError):
     """Another process holds the experiment's lock."""
+
+
+class StorageError(AlcoreError, OSError):
+    """A file cannot be written: the disk, a quota or a file-size limit is full."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from alcore._io import file_digest, write_json_atomic
+from alcore._io import file_digest, read_json, write_json_atomic
 from alcore.config import ALCfg, DataCfg, EncoderCfg, LabelingCfg, OracleCfg, PretextCfg, ProxyCfg, TrainCfg
 from alcore.errors import BudgetExceededError, ConfigError, DataError, ExperimentLockedError, problem
 from alcore.features import FeatureSet, FeatureSpec, extract_features, read_features, write_features
@@ -97,7 +97,13 @@ def build_encoder(cfg: EncoderCfg, data: Any, *, seed: int, device: str, progres
     from alcore.encoders import create_encoder
     from alcore.ssl import pretrain_simclr
 
-    enc = create_encoder(cfg.arch, pretrained=cfg.pretrained, weights=cfg.weights, input_size=cfg.input_size)
+    enc = create_encoder(
+        cfg.arch,
+        pretrained=cfg.pretrained,
+        weights=cfg.weights,
+        input_size=cfg.input_size,
+        feature_level=cfg.feature_level,
+    )
     if cfg.needs_ssl:
         enc = pretrain_simclr(
             enc,
@@ -273,6 +279,7 @@ def make_oracle_for(
             price_per_label=cfg.price_per_label,
             image_url=labeling.image_url,
             image_root=labeling.image_root,
+            embed_max_side=labeling.embed_max_side,
             from_name=labeling.from_name,
             to_name=labeling.to_name,
         )
@@ -290,19 +297,24 @@ def make_oracle_for(
     return make_oracle(cfg.name, price_per_label=cfg.price_per_label)
 
 
-_SEMI_FIELDS = {"mode", "auto_threshold", "prior_temperature"} | {
-    k for k in TrainCfg.model_fields if k.startswith(("semi_", "as3l_"))
-}
-
-
 def as3l_priors(
-    encoder: Any, data: Any, positions: np.ndarray, labels: np.ndarray, cfg: TrainCfg, *, seed: int, device: str
+    encoder: Any,
+    data: Any,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainCfg,
+    *,
+    seed: int,
+    device: str,
+    progress: bool = False,
 ) -> Any:
     """AS3L's priors for the pool (:func:`alcore.as3l.prior_labels`): ``f_fine`` from the
     encoder's own features of the pool, then constrained k-means seeded by the labeled rows."""
     from alcore.as3l import fine_features, prior_labels
 
-    F_self = extract_features(encoder, data.pool, batch_size=256, device=device, progress=False)
+    F_self = extract_features(
+        encoder, data.pool, batch_size=256, device=device, progress=progress, desc="as3l features"
+    )
     F_fine = fine_features(
         F_self,
         max(2, min(len(positions), len(data.pool))),
@@ -334,9 +346,10 @@ def fine_tune(
     priors: Any = None,
 ) -> Any:
     """Train the real network on the labeled ids, from ``encoder``: supervised (``lp`` / ``ft`` /
-    ``lpft``, or ``auto``), or semi-supervised on the whole pool (``fixmatch``; ``as3l`` with
-    ``priors``, computed by :func:`as3l_priors` when not given)."""
-    from alcore.training import SEMI_MODES, TrainConfig, resolve_mode, train_classifier
+    ``lpft``, or ``auto``, each held to its linear probe on held-out labels; the model's
+    ``training_record`` says which mode won and why), or semi-supervised on the whole pool
+    (``fixmatch``; ``as3l`` with ``priors``, computed by :func:`as3l_priors` when not given)."""
+    from alcore.training import SEMI_MODES, resolve_mode, train_classifier
 
     pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
     labels = np.asarray(labels, dtype=np.int64)
@@ -344,7 +357,7 @@ def fine_tune(
         from alcore.semi import train_semi
 
         if mode == "as3l" and priors is None:
-            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device)
+            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device, progress=progress)
         return train_semi(
             encoder,
             data.pool,
@@ -357,16 +370,14 @@ def fine_tune(
             random_state=seed,
             progress=progress,
         ).model
-    mode = resolve_mode(mode, len(ids), cfg.auto_threshold)  # "auto" -> lpft / ft by label count
-    tc = TrainConfig(**cfg.model_dump(exclude=_SEMI_FIELDS))
     return train_classifier(
         encoder,
         data.pool,
         pos,
         labels,
         n_classes=data.n_classes,
-        mode=mode,
-        config=tc,
+        mode=resolve_mode(mode),  # auto is decided inside, on held-out labels
+        config=cfg.train_config(),
         device=device,
         random_state=seed,
         progress=progress,
@@ -441,7 +452,8 @@ def pretext_and_save(
     data = load_data(data_cfg)
     enc = load_encoder(encoder_path)
     if cfg.init == "scratch":
-        enc = create_encoder(enc.config.arch, input_size=enc.config.preprocess.input_size)
+        c = enc.config
+        enc = create_encoder(c.arch, input_size=c.preprocess.input_size, feature_level=c.feature_level)
     with stopwatch() as t:
         model = train_rotation(
             enc,
@@ -571,7 +583,7 @@ def fine_tune_and_save(
             from alcore.as3l import write_priors
 
             pos = positions_of(np.asarray(ids, dtype=np.int64), np.asarray(data.pool.ids, dtype=np.int64))
-            priors = as3l_priors(enc, data, pos, np.asarray(labels), cfg, seed=seed, device=device)
+            priors = as3l_priors(enc, data, pos, np.asarray(labels), cfg, seed=seed, device=device, progress=progress)
             spec = {"encoder_sha256": file_digest(encoder_path), "n_labeled": len(ids), "seed": seed}
             write_priors(priors_path(out), np.asarray(data.pool.ids), priors, spec)
         model = fine_tune(
@@ -608,13 +620,15 @@ def decide_realign(
     return {"fire": bool(d.fire), "reason": d.reason, **{k: float(v) for k, v in d.indicators.items()}}
 
 
-def evaluate_saved_model(model_path: str | os.PathLike[str], data_cfg: DataCfg, *, device: str) -> dict[str, Any]:
+def evaluate_saved_model(
+    model_path: str | os.PathLike[str], data_cfg: DataCfg, *, device: str, progress: bool = False
+) -> dict[str, Any]:
     """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``."""
     from alcore.training import evaluate, load_classifier
 
     model = load_classifier(model_path)
     with stopwatch() as t:
-        res = evaluate(model, load_data(data_cfg).test, device=device)
+        res = evaluate(model, load_data(data_cfg).test, device=device, progress=progress)
     return {**res, "seconds": t["seconds"]}
 
 
@@ -676,11 +690,16 @@ class ExperimentState:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
-        d = json.loads(Path(path).read_text())
-        if d.get("version") != STATE_VERSION:
-            raise ConfigError(problem(f"{path} has state version {d.get('version')}", f"{STATE_VERSION}"))
-        labels = LabelState.from_state_dict(d["labels"])
-        ledger = CostLedger.from_state_dict(d["ledger"])
+        d = read_json(path, "experiment state")
+        if not isinstance(d, dict) or d.get("version") != STATE_VERSION:
+            v = d.get("version") if isinstance(d, dict) else None
+            raise ConfigError(problem(f"{path} has state version {v}", f"{STATE_VERSION}"))
+        try:
+            labels = LabelState.from_state_dict(d["labels"])
+            ledger = CostLedger.from_state_dict(d["ledger"])
+        except (KeyError, TypeError, ValueError) as e:  # AlcoreErrors included: name the file
+            raise ConfigError(problem(f"{path} is not a valid experiment state: {e}", fix="restore the file")) from e
+        ledger.check_paid(labels.counts_per_round(), where=str(path))
         return cls(
             config_digest=d["config_digest"],
             labels=labels,
@@ -776,6 +795,10 @@ def validate_names(p: Any) -> None:
                     fix="set encoder.arch (alcore list encoders)",
                 )
             )
+    if p.encoder.pretrained == "package":
+        from alcore.encoders.pretrained import check_package_weights
+
+        check_package_weights(p.encoder.arch)
     if p.encoder.weights and not Path(p.encoder.weights).is_file():
         raise WeightsError(
             problem(

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from alcore._io import atomic_path
+from alcore._io import atomic_path, reading
 from alcore.datasets.base import Split
 from alcore.device import autocast, resolve_device
 from alcore.errors import ConfigError, DataError, FeatureMismatchError, problem
@@ -174,6 +174,9 @@ def write_features(
         pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 16)
 
 
+_REEXTRACT = "extract the features again: `dvc repro features` (or `alcore run --stage features`); `dvc checkout` restores a cached copy"
+
+
 def read_spec(path: str | os.PathLike[str]) -> FeatureSpec:
     """The spec of a feature file, from its footer only."""
     path = Path(path)
@@ -181,7 +184,8 @@ def read_spec(path: str | os.PathLike[str]) -> FeatureSpec:
         raise DataError(
             problem(f"No feature file at {path}", fix="run the features stage first (dvc repro or alcore run)")
         )
-    meta = pq.read_schema(path).metadata or {}
+    with reading(path, "feature file", _REEXTRACT):
+        meta = pq.read_schema(path).metadata or {}
     if SPEC_KEY not in meta:
         raise FeatureMismatchError(
             problem(f"{path} has no alcore feature spec", fix="write it with alcore.features.write_features")
@@ -209,13 +213,14 @@ def read_features(
                     fix="re-extract the features with the current encoder (dvc repro, or alcore run)",
                 )
             )
-    if memory_budget is not None and spec.n * spec.dim * np.dtype(spec.dtype).itemsize > memory_budget:
-        ids = pq.read_table(path, columns=["id"]).column("id").to_numpy()
-        return FeatureSet(ids=ids, X=memmap_features(path, spec), spec=spec)
-    table = pq.read_table(path, columns=["id", "features"])
-    ids = table.column("id").to_numpy()
-    col = table.column("features").combine_chunks()
-    X = col.values.to_numpy(zero_copy_only=False).reshape(len(ids), spec.dim)
+    with reading(path, "feature file", _REEXTRACT):
+        if memory_budget is not None and spec.n * spec.dim * np.dtype(spec.dtype).itemsize > memory_budget:
+            ids = pq.read_table(path, columns=["id"]).column("id").to_numpy()
+            return FeatureSet(ids=ids, X=memmap_features(path, spec), spec=spec)
+        table = pq.read_table(path, columns=["id", "features"])
+        ids = table.column("id").to_numpy()
+        col = table.column("features").combine_chunks()
+        X = col.values.to_numpy(zero_copy_only=False).reshape(len(ids), spec.dim)
     if X.dtype != np.float32:
         X = X.astype(np.float32)
     return FeatureSet(ids=ids, X=X, spec=spec)
@@ -251,10 +256,11 @@ def memmap_features(path: str | os.PathLike[str], spec: FeatureSpec | None = Non
         with atomic_path(side) as tmp:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(spec.dtype), shape=shape)
             pos = 0
-            for batch in pq.ParquetFile(path).iter_batches(columns=["features"], batch_size=1 << 16):
-                rows = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, spec.dim)
-                mm[pos : pos + len(rows)] = rows
-                pos += len(rows)
+            with reading(path, "feature file", _REEXTRACT):
+                for batch in pq.ParquetFile(path).iter_batches(columns=["features"], batch_size=1 << 16):
+                    rows = batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, spec.dim)
+                    mm[pos : pos + len(rows)] = rows
+                    pos += len(rows)
             if pos != spec.n:
                 raise FeatureMismatchError(problem(f"{path} holds {pos} rows but its spec says n={spec.n}"))
             mm.flush()

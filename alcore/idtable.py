@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from alcore._io import atomic_path
+from alcore._io import atomic_path, reading
 from alcore.errors import ConfigError, DataError, FeatureMismatchError, problem
 
 __all__ = ["read_id_table", "write_id_table"]
@@ -41,9 +41,11 @@ def read_id_table(
     path = Path(path)
     if not path.is_file():
         raise DataError(problem(f"no {what} file at {path}", fix=f"run the {stage} (dvc repro)"))
-    meta = pq.read_schema(path).metadata or {}
+    with reading(path, f"{what} file", f"re-run the {stage}"):
+        meta = pq.read_schema(path).metadata or {}
     if key not in meta:
         raise FeatureMismatchError(problem(f"{path} is not an alcore {what} file", fix=f"re-run the {stage}"))
-    table = pq.read_table(path, columns=["id", *names])
+    with reading(path, f"{what} file", f"re-run the {stage}"):
+        table = pq.read_table(path, columns=["id", *names])
     cols = {n: table.column(n).to_numpy() for n in names}
     return table.column("id").to_numpy().astype(np.int64), cols, json.loads(meta[key])

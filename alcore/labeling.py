@@ -13,7 +13,8 @@ data and files:
   and the ids that were asked for.
 - :func:`ingest_inbox` commits the valid rows of every file in an inbox folder, then moves the file
   to ``done/``. Committing a label that is already committed with the same value is a no-op, so a
-  crash anywhere loses nothing and pays nothing twice.
+  crash anywhere loses nothing and pays nothing twice; another value is a correction (kept with
+  its history, in its round, never paid again).
 
 Nothing read from an annotation file is ever used as a path or unpickled: only sample ids and
 class names are taken from it.
@@ -21,6 +22,7 @@ class names are taken from it.
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -138,6 +140,7 @@ class LabelingLog:
     def __init__(self) -> None:
         self.batches: list[Batch] = []
         self.imports: list[dict[str, Any]] = []
+        self.corrections: list[dict[str, Any]] = []
 
     def __repr__(self) -> str:
         return f"LabelingLog(batches={len(self.batches)}, imports={len(self.imports)})"
@@ -173,8 +176,28 @@ class LabelingLog:
             )
         self.batches.append(batch)
 
+    def record_corrections(
+        self,
+        ids: np.ndarray,
+        before: np.ndarray,
+        after: np.ndarray,
+        rounds: np.ndarray,
+        *,
+        file: str,
+        sha256: str,
+        at: str,
+    ) -> None:
+        """Keep the history of corrected labels: ``id``, ``from`` and ``to`` (class indices), the
+        ``round`` the sample keeps, and the ``file`` (with its ``sha256``) that corrected it, ``at``."""
+        for i, b, a, r in zip(ids.tolist(), before.tolist(), after.tolist(), rounds.tolist(), strict=True):
+            self.corrections.append({"id": i, "from": b, "to": a, "round": r, "file": file, "sha256": sha256, "at": at})
+
     def state_dict(self) -> dict[str, Any]:
-        return {"batches": [b.to_json() for b in self.batches], "imports": [dict(r) for r in self.imports]}
+        return {
+            "batches": [b.to_json() for b in self.batches],
+            "imports": [dict(r) for r in self.imports],
+            "corrections": [dict(r) for r in self.corrections],
+        }
 
     @classmethod
     def from_state_dict(cls, d: Mapping[str, Any] | None) -> LabelingLog:
@@ -182,6 +205,7 @@ class LabelingLog:
         for b in (d or {}).get("batches", []):
             out.add_batch(Batch.from_json(b))
         out.imports = [dict(r) for r in (d or {}).get("imports", [])]
+        out.corrections = [dict(r) for r in (d or {}).get("corrections", [])]
         return out
 
 
@@ -213,6 +237,43 @@ def image_reference(template: str, *, path: str, id: int, image_root: str | None
     return re.sub(r"\{([^{}]*)\}", fill, template)
 
 
+#: Image files in these formats and up to this size are embedded as they are; others are scaled down.
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
+EMBED_AS_IS_BYTES = 128 << 10
+
+
+def image_data_uri(path: str | os.PathLike[str], *, max_side: int, scaled: str | os.PathLike[str]) -> str:
+    """The image file ``path`` as a ``data:`` URI, which a stock Label Studio displays with no
+    set-up (no file serving, no storage; Label Studio supports base64 images in task data).
+
+    A PNG, JPEG, GIF or WebP file of at most :data:`EMBED_AS_IS_BYTES` whose sides are at most
+    ``max_side`` is embedded byte for byte; any other image is scaled so that its longest side is
+    ``max_side`` and saved once as ``scaled`` (a JPEG), which is embedded (so a job is re-rendered without decoding the image again).
+
+    Raises:
+        DataError: the file cannot be read as an image (named, as the dataset names it).
+    """
+    from PIL import Image
+
+    from alcore._io import atomic_path
+    from alcore.datasets.image_folder import image_error, image_errors
+
+    path, scaled = Path(path), Path(scaled)
+    try:
+        if not scaled.is_file():
+            with Image.open(path) as im:
+                fmt, size = im.format, im.size
+                small = max(size) <= max_side and path.stat().st_size <= EMBED_AS_IS_BYTES
+                if fmt in _MIME and small:
+                    return f"data:{_MIME[fmt]};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+                im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+                with atomic_path(scaled) as tmp:
+                    im.convert("RGB").save(tmp, format="JPEG", quality=90)
+        return "data:image/jpeg;base64," + base64.b64encode(scaled.read_bytes()).decode("ascii")
+    except image_errors() as e:
+        raise image_error(path, e) from e
+
+
 def render_job(
     batch: Batch,
     images: Sequence[str],
@@ -220,26 +281,30 @@ def render_job(
     *,
     from_name: str = "label",
     to_name: str = "image",
+    files: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """The files of a labeling job, as ``{suffix: text}``: ``.csv`` and ``.labelstudio.json``.
 
     The CSV has columns ``sample_id, image, predicted, confidence, label``; annotators fill in
-    ``label`` with a class name (an empty cell = not labeled yet). The JSON is a Label Studio task
-    import: ``{"data": {"image", "sample_id", "round"}, "predictions": [...]}`` per sample, the
-    proxy's class as a ``choices`` pre-annotation (none in round 1, before any proxy). The output
-    is a pure function of the arguments, so a job can be re-written identically after a crash.
+    ``label`` with a class name (an empty cell = not labeled yet); its ``image`` column shows
+    ``files`` (the image files, for people) when given, else ``images``. The JSON is a Label Studio
+    task import: ``{"data": {"image", "sample_id", "round"}, "predictions": [...]}`` per sample,
+    ``image`` from ``images`` (a URL or a data: URI), the proxy's class as a ``choices``
+    pre-annotation (none in round 1, before any proxy). The output is a pure function of the
+    arguments, so a job can be re-written identically after a crash.
     """
-    if len(images) != batch.ids.size:
+    if len(images) != batch.ids.size or (files is not None and len(files) != batch.ids.size):
         raise ConfigError(problem(f"{len(images)} image references for {batch.ids.size} ids", "one per id"))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["sample_id", "image", "predicted", "confidence", "label"])
     tasks = []
-    for sid, img, pred, conf in zip(
-        batch.ids.tolist(), images, batch.predicted.tolist(), batch.confidence, strict=True
+    shown = images if files is None else files
+    for sid, img, pred, conf, file in zip(
+        batch.ids.tolist(), images, batch.predicted.tolist(), batch.confidence, shown, strict=True
     ):
         has = pred >= 0
-        w.writerow([sid, img, classes[pred] if has else "", f"{conf:.4f}" if has else "", ""])
+        w.writerow([sid, file, classes[pred] if has else "", f"{conf:.4f}" if has else "", ""])
         task: dict[str, Any] = {"data": {"image": img, "sample_id": sid, "round": batch.round}}
         if has:
             task["predictions"] = [
@@ -283,6 +348,8 @@ class AnnotationRow:
         sample_id: the raw id (a string from CSV, anything from JSON).
         label: the class name given, or None when the row is not labeled yet.
         problem: what is malformed about the row itself, or None.
+        annotation_id: Label Studio's annotation id when the file has one (``labeling.conflicts:
+            first`` takes the earliest annotation); a task answered by two annotators gives two rows.
     """
 
     index: int
@@ -290,6 +357,7 @@ class AnnotationRow:
     sample_id: Any
     label: str | None
     problem: str | None = None
+    annotation_id: int | None = None
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -349,37 +417,40 @@ def _read_csv(text: str, name: str, from_name: str) -> list[AnnotationRow]:
         if header.count(col) > 1:
             raise LabelImportError(problem(f"{name}: column {col!r} appears {header.count(col)} times", "each once"))
     i_id, i_label = header.index(id_col), header.index(label_col)
+    i_ann = header.index("annotation_id") if header.count("annotation_id") == 1 else None
     rows = []
     for n, rec in enumerate(records[1:], start=2):
         if not any(cell.strip() for cell in rec):
             continue  # a blank line
         sid = rec[i_id].strip() if i_id < len(rec) else ""
         label = rec[i_label].strip() if i_label < len(rec) else ""
+        ann = parse_id(rec[i_ann]) if i_ann is not None and i_ann < len(rec) else None
         issue = None
         if len(rec) > len(header):
             issue = f"has {len(rec)} cells but the header {len(header)} (an unquoted comma?)"
         elif not sid and label:
             issue = "has a label but no sample id"
-        rows.append(AnnotationRow(n, f"row {n}", sid, label or None, issue))
+        rows.append(AnnotationRow(n, f"row {n}", sid, label or None, issue, ann))
     return rows
 
 
-def _answers(annotations: Any, from_name: str) -> tuple[str | None, str | None]:
-    """The class the (non-cancelled) annotations of a Label Studio task give, and a problem."""
+def _answers(annotations: Any, from_name: str) -> tuple[list[tuple[str, int | None]], str | None]:
+    """Each (non-cancelled) annotation of a Label Studio task as ``(class name, annotation id)``,
+    in the file's order, or a problem with the task as a whole."""
     if annotations is None:
-        return None, None
+        return [], None
     if not isinstance(annotations, list):
-        return None, "'annotations' is not a list"
-    given: list[str] = []
+        return [], "'annotations' is not a list"
+    given: list[tuple[str, int | None]] = []
     other_names: set[str] = set()
     for a in annotations:
         if not isinstance(a, dict):
-            return None, "an annotation is not a JSON object"
+            return [], "an annotation is not a JSON object"
         if a.get("was_cancelled") is True:
             continue  # skipped by the annotator
         result = a.get("result", [])
         if not isinstance(result, list):
-            return None, "an annotation's 'result' is not a list"
+            return [], "an annotation's 'result' is not a list"
         for r in result:
             if not isinstance(r, dict) or r.get("type") != "choices":
                 continue
@@ -389,16 +460,14 @@ def _answers(annotations: Any, from_name: str) -> tuple[str | None, str | None]:
             value = r.get("value")
             choices = value.get("choices") if isinstance(value, dict) else None
             if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], str):
-                return None, f"an annotation has choices {choices!r}: one class name per image is allowed"
-            given.append(choices[0].strip())
+                return [], f"an annotation has choices {choices!r}: one class name per image is allowed"
+            given.append((choices[0].strip(), parse_id(a.get("id"))))
     if not given and other_names:
-        return None, (
+        return [], (
             f"its answers are under from_name {', '.join(sorted(map(repr, other_names)))}, not {from_name!r} "
             "(set labeling.from_name to the <Choices name=...> of the Label Studio project)"
         )
-    if len(set(given)) > 1:
-        return None, f"its annotators disagree ({', '.join(map(repr, given))}): resolve it in Label Studio"
-    return (given[0] if given else None), None
+    return given, None
 
 
 def _read_json(text: str, name: str, from_name: str) -> list[AnnotationRow]:
@@ -426,59 +495,142 @@ def _read_json(text: str, name: str, from_name: str) -> list[AnnotationRow]:
             continue
         if isinstance(task.get("id"), int) and not isinstance(task.get("id"), bool):
             where += f" (Label Studio id {task['id']})"
-        if isinstance(task.get("data"), dict):  # the full JSON export
+        if isinstance(task.get("data"), dict):  # the full JSON export: a task and its annotations
             sid = task["data"].get("sample_id")
-            label, issue = _answers(task.get("annotations"), from_name)
-        else:  # JSON-MIN: data fields and answers at the top level
-            sid, value, issue, label = task.get("sample_id"), task.get(from_name), None, None
-            if isinstance(value, dict):
-                value = value.get("choices")
-            if isinstance(value, list) and len(value) == 1:
-                value = value[0]
-            if isinstance(value, str):
-                label = value.strip()
-            elif value is not None:
-                issue = f"has {from_name}={value!r}: one class name per image is allowed"
+            given, issue = _answers(task.get("annotations"), from_name)
+            if sid is None and given and issue is None:
+                issue = "has no sample_id (import the task JSON that alcore exported into Label Studio)"
+            if issue is not None or not given:
+                rows.append(AnnotationRow(n, where, sid, None, issue))
+                continue
+            for label, ann in given:
+                at = where if len(given) == 1 else f"{where}, annotation {ann}"
+                rows.append(AnnotationRow(n, at, sid, label or None, None, ann))
+            continue
+        # JSON-MIN: one record per annotation, data fields and answers at the top level
+        sid, value, issue, label = task.get("sample_id"), task.get(from_name), None, None
+        ann = parse_id(task.get("annotation_id"))
+        if ann is not None:
+            where += f", annotation {ann}"
+        if isinstance(value, dict):
+            value = value.get("choices")
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, str):
+            label = value.strip()
+        elif value is not None:
+            issue = f"has {from_name}={value!r}: one class name per image is allowed"
         if sid is None and label is not None and issue is None:
             issue = "has no sample_id (import the task JSON that alcore exported into Label Studio)"
-        rows.append(AnnotationRow(n, where, sid, label or None, issue))
+        rows.append(AnnotationRow(n, where, sid, label or None, issue, ann))
     return rows
+
+
+def read_file_bounded(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes of an annotation file, and its status as read.
+
+    Opened without following a symbolic link and without blocking (a FIFO or a device is refused
+    by its type, never read); its size is checked before a byte is read (a 1 GiB sparse file
+    costs nothing), and at most :data:`MAX_FILE_BYTES` + 1 bytes are read in any case.
+
+    Raises:
+        LabelImportError: a link, not a regular file, too large, or unreadable.
+    """
+    import errno
+    import stat
+
+    path = Path(path)
+    name = path.name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LabelImportError(
+                problem(f"{name} is a symbolic link", allowed="a regular file", fix="copy the file")
+            ) from None
+        if e.errno == errno.ENXIO:  # a socket
+            raise LabelImportError(
+                problem(f"{name} is a socket", allowed="a regular file", fix="copy the file")
+            ) from None
+        raise LabelImportError(problem(f"cannot read {name}: {e.strerror or e}")) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = {
+                stat.S_IFIFO: "a named pipe (FIFO)",
+                stat.S_IFCHR: "a character device",
+                stat.S_IFBLK: "a block device",
+                stat.S_IFDIR: "a folder",
+            }.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise LabelImportError(
+                problem(f"{name} is {kind}", allowed="a regular file", fix="save the annotations as a file")
+            )
+        if st.st_size > MAX_FILE_BYTES:
+            raise LabelImportError(
+                problem(
+                    f"{name} has {st.st_size} bytes", allowed=f"at most {MAX_FILE_BYTES} bytes", fix="split the file"
+                )
+            )
+        chunks, left = [], MAX_FILE_BYTES + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        raw = b"".join(chunks)
+        if len(raw) > MAX_FILE_BYTES:
+            raise LabelImportError(
+                problem(f"{name} grew beyond {MAX_FILE_BYTES} bytes while it was read", fix="split the file")
+            )
+        return raw, st
+    except OSError as e:
+        raise LabelImportError(problem(f"cannot read {name}: {e.strerror or e}")) from None
+    finally:
+        os.close(fd)
+
+
+def _file_type(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise LabelImportError(
+            problem(
+                f"{name}: unsupported file type {suffix or '(none)'!r}",
+                allowed="a .csv (the batch CSV, or a Label Studio CSV export) or a .json (Label Studio export)",
+                fix="save or export the annotations as CSV or JSON",
+            )
+        )
+    return suffix
+
+
+def parse_annotations(raw: bytes, name: str, *, from_name: str = "label") -> list[AnnotationRow]:
+    """The rows of an annotation file's bytes (``name`` gives the type, ``.csv`` or ``.json``)."""
+    suffix = _file_type(name)
+    text = _decode(raw, name)
+    if suffix == ".csv":
+        return _read_csv(text, name, from_name)
+    return _read_json(text, name, from_name)
 
 
 def read_annotations(path: str | os.PathLike[str], *, from_name: str = "label") -> list[AnnotationRow]:
     """Read an annotation file: a CSV (the filled-in batch CSV, or Label Studio's CSV export) or a
     Label Studio JSON export (``JSON`` or ``JSON-MIN``). Rows without a label are returned with
     ``label=None`` (not labeled yet); predictions in a Label Studio export are never read as labels.
+    A task answered by several annotators gives one row per annotation.
 
     Raises:
-        LabelImportError: the file as a whole cannot be read (missing, too large, empty, not UTF-8,
-            not CSV / JSON, no sample id or label column). Row-level problems are in the rows.
+        LabelImportError: the file as a whole cannot be read (missing, a link or a pipe, too large,
+            empty, not UTF-8, not CSV / JSON, no sample id or label column). Row-level problems are
+            in the rows.
     """
     path = Path(path)
-    name = path.name
-    if path.suffix.lower() not in SUFFIXES:
-        raise LabelImportError(
-            problem(
-                f"{name}: unsupported file type {path.suffix or '(none)'!r}",
-                allowed="a .csv (the batch CSV, or a Label Studio CSV export) or a .json (Label Studio export)",
-                fix="save or export the annotations as CSV or JSON",
-            )
-        )
-    try:
-        if path.is_symlink():
-            raise LabelImportError(problem(f"{name} is a symbolic link", allowed="a regular file", fix="copy the file"))
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise LabelImportError(
-                problem(f"{name} has {size} bytes", allowed=f"at most {MAX_FILE_BYTES} bytes", fix="split the file")
-            )
-        raw = path.read_bytes()
-    except OSError as e:
-        raise LabelImportError(problem(f"cannot read {name}: {e.strerror or e}")) from None
-    text = _decode(raw, name)
-    if path.suffix.lower() == ".csv":
-        return _read_csv(text, name, from_name)
-    return _read_json(text, name, from_name)
+    _file_type(path.name)
+    raw, _ = read_file_bounded(path)
+    return parse_annotations(raw, path.name, from_name=from_name)
+
+
+#: ``labeling.conflicts``: what to do when annotators give one sample different classes.
+CONFLICT_POLICIES = ("refuse", "majority", "first")
 
 
 @dataclass
@@ -488,17 +640,25 @@ class ImportResult:
     Attributes:
         file: the file's name.
         ids, labels: ``(k,)`` int64 the valid new answers (not labeled before), in file order.
-        already: answered rows whose id is committed already with the same label (no-ops).
+        fixed_ids, fixed_labels: ``(m,)`` int64 corrections: labeled samples the file gives another
+            class (a reviewer fixed them); their rounds are kept and they are not paid again.
+        already: answered samples committed already with the same label (no-ops).
         unanswered: rows without a label yet.
         problems: one line per invalid row, ``"row 4: ..."``, in file order.
+        conflicts: annotators who disagreed and how ``labeling.conflicts`` settled it, one line each.
+        corrections: one line per correction, ``"row 4: sample 17 corrected from 'cat' to 'dog' ..."``.
     """
 
     file: str
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fixed_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fixed_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     already: int = 0
     unanswered: int = 0
     problems: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    corrections: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -510,9 +670,12 @@ class ImportResult:
         more = f"\n  ... and {len(self.problems) - MAX_LISTED} more" if len(self.problems) > MAX_LISTED else ""
         return problem(
             f"{self.file}: {len(self.problems)} row(s) not imported ({self.ids.size} new label(s) committed, "
-            f"{self.already} committed before):\n  " + "\n  ".join(listed) + more + "\n",
-            allowed="rows whose sample id is in an exported batch that awaits labels, with one class name "
-            "(a class of the dataset), once per file, agreeing with labels committed before",
+            f"{self.fixed_ids.size} corrected, {self.already} committed before):\n  "
+            + "\n  ".join(listed)
+            + more
+            + "\n",
+            allowed="rows whose sample id is in an exported batch, with one class name (a class of the dataset); "
+            "annotators who disagree are settled by labeling.conflicts (refuse, majority or first)",
             fix="correct these rows and put the file in the inbox again (rows committed already are skipped, never paid twice)",
         )
 
@@ -524,10 +687,13 @@ class ImportResult:
         return {
             "file": self.file,
             "committed": int(self.ids.size),
+            "corrected": int(self.fixed_ids.size),
             "already": self.already,
             "unanswered": self.unanswered,
             "rejected": len(self.problems),
             "problems": self.problems[:MAX_LISTED],
+            "conflicts": self.conflicts[:MAX_LISTED],
+            "corrections": self.corrections[:MAX_LISTED],
         }
 
 
@@ -544,6 +710,33 @@ def parse_id(raw: Any) -> int | None:
     return v if -(2**63) <= v < 2**63 else None
 
 
+def _settle(
+    sid: int, entries: list[tuple[AnnotationRow, int]], classes: Sequence[str], policy: str
+) -> tuple[int | None, str]:
+    """One class for a sample that several rows answer, under ``policy``, and what was done."""
+    given = ", ".join(f"{r.where}: {classes[c]!r}" for r, c in entries)
+    if policy == "majority":
+        counts: dict[int, int] = {}
+        for _, c in entries:
+            counts[c] = counts.get(c, 0) + 1
+        top = max(counts.values())
+        winners = [c for c, k in counts.items() if k == top]
+        if len(winners) == 1:
+            return winners[
+                0
+            ], f"sample {sid}: annotators disagree ({given}); took {classes[winners[0]]!r}, the majority"
+        return None, f"sample {sid}: annotators disagree ({given}) with no majority (labeling.conflicts=majority)"
+    if policy == "first":
+        # the earliest annotation: Label Studio's annotation ids grow with time (its exports list a
+        # task's newest annotation first); without ids, the first row of the file
+        first = min(entries, key=lambda e: (e[0].annotation_id is None, e[0].annotation_id or 0, e[0].index))
+        return first[1], f"sample {sid}: annotators disagree ({given}); took {classes[first[1]]!r}, the first answer"
+    return None, (
+        f"sample {sid}: annotators disagree ({given}): resolve it in Label Studio, or set labeling.conflicts "
+        "to majority or first"
+    )
+
+
 def check_annotations(
     rows: Iterable[AnnotationRow],
     *,
@@ -551,15 +744,25 @@ def check_annotations(
     requested: np.ndarray,
     classes: Sequence[str],
     file: str,
+    conflicts: str = "refuse",
+    seen_before: bool = False,
 ) -> ImportResult:
-    """Validate annotation rows; the valid new answers are returned, every other row is a problem.
+    """Validate annotation rows; the valid new answers and corrections are returned, every other
+    row is a problem.
 
     A row is committed when its sample id parses, is in the pool, was asked for (``requested``) and
-    is not labeled yet, and its label is one of ``classes``. An id labeled before with the *same*
-    class is a no-op (re-importing a file is safe); with another class it is a conflict. An id given
-    twice in the file with the same class counts once (the repeat is reported); with different
-    classes none of its rows is committed. Unlabeled rows are skipped: a partly labeled file is fine.
+    is not labeled yet, and its label is one of ``classes``. Rows that give one sample the same class
+    (annotators who agree, a repeated row) count once. Rows that disagree are settled by
+    ``conflicts`` (:data:`CONFLICT_POLICIES`): ``refuse`` commits nothing for the sample and
+    reports it, ``majority`` takes the most given class (a tie is refused), ``first`` the earliest
+    answer; every settled conflict is reported too. A sample labeled before with the *same* class
+    is a no-op (re-importing a file is safe); with another class it is a **correction** (a reviewer
+    fixed it): the new class replaces the old one in the same round, and it is not paid again.
+    A file imported before (``seen_before``: the same bytes) never corrects: an old file dropped
+    again must not undo a later fix. Unlabeled rows are skipped: a partly labeled file is fine.
     """
+    if conflicts not in CONFLICT_POLICIES:
+        raise ConfigError(problem(f"labeling.conflicts={conflicts!r}", allowed=", ".join(CONFLICT_POLICIES)))
     index = {c: i for i, c in enumerate(classes)}
     asked = set(as_int_ids(requested, "requested", LabelError).tolist())
     problems: list[tuple[int, str]] = []
@@ -584,28 +787,35 @@ def check_annotations(
             problems.append((row.index, f"{row.where}: label {row.label!r} is not a class (classes: {shown})"))
             continue
         by_id.setdefault(sid, []).append((row, index[row.label]))
-    new_ids, new_labels = [], []
+    new_ids, new_labels, fixed_ids, fixed_labels = [], [], [], []
     for sid, entries in by_id.items():
         first, cls = entries[0]
         if len({c for _, c in entries}) > 1:
-            given = ", ".join(f"{r.where}: {classes[c]!r}" for r, c in entries)
-            problems += [
-                (r.index, f"{r.where}: sample {sid} has conflicting labels in this file ({given})") for r, _ in entries
-            ]
-            continue
-        problems += [(r.index, f"{r.where}: repeats {first.where} (sample {sid})") for r, _ in entries[1:]]
+            settled, note = _settle(sid, entries, classes, conflicts)
+            if settled is None:
+                problems += [(r.index, f"{r.where}: {note}") for r, _ in entries]
+                continue
+            cls = settled
+            res.conflicts.append(f"{first.where}: {note}")
         rnd = int(labels.round_of(np.array([sid]))[0])
         if rnd:
             have = int(labels.labels_of(np.array([sid]))[0])
             if have == cls:
                 res.already += 1
-            else:
+            elif seen_before:
                 problems.append(
                     (
                         first.index,
-                        f"{first.where}: sample {sid} is labeled {classes[have]!r} already (round {rnd}); "
-                        f"this row says {classes[cls]!r}",
+                        f"{first.where}: sample {sid} says {classes[cls]!r}, but it was corrected to {classes[have]!r} "
+                        "after this file was imported: an old file does not undo a correction",
                     )
+                )
+            else:
+                fixed_ids.append(sid)
+                fixed_labels.append(cls)
+                res.corrections.append(
+                    f"{first.where}: sample {sid} corrected from {classes[have]!r} to {classes[cls]!r} "
+                    f"(labeled in round {rnd}, which it keeps; not paid again)"
                 )
         elif sid not in asked:
             problems.append(
@@ -616,6 +826,8 @@ def check_annotations(
             new_labels.append(cls)
     res.ids = np.asarray(new_ids, dtype=np.int64)
     res.labels = np.asarray(new_labels, dtype=np.int64)
+    res.fixed_ids = np.asarray(fixed_ids, dtype=np.int64)
+    res.fixed_labels = np.asarray(fixed_labels, dtype=np.int64)
     res.problems = [msg for _, msg in sorted(problems, key=lambda p: p[0])]
     return res
 
@@ -627,6 +839,7 @@ def import_annotations(
     requested: np.ndarray,
     classes: Sequence[str],
     from_name: str = "label",
+    conflicts: str = "refuse",
 ) -> ImportResult:
     """:func:`read_annotations` then :func:`check_annotations`: what a file would commit. Commits nothing.
 
@@ -634,33 +847,151 @@ def import_annotations(
         LabelImportError: the file as a whole cannot be read.
     """
     rows = read_annotations(path, from_name=from_name)
-    return check_annotations(rows, labels=labels, requested=requested, classes=classes, file=Path(path).name)
+    return check_annotations(
+        rows, labels=labels, requested=requested, classes=classes, file=Path(path).name, conflicts=conflicts
+    )
 
 
 # ---------------------------------------------------------------- the inbox
+#: Names of files being copied in, never read: hidden, and these endings.
+PARTIAL_ENDINGS = (".tmp", ".part", ".partial", ".crdownload", ".download", "~")
+#: File names in done/ stay within this many bytes (most file systems allow 255), leaving room
+#: for the ``.problems.txt`` beside them.
+_DONE_NAME_BYTES = 255 - len(".problems.txt")
+
+
 def inbox_files(inbox: str | os.PathLike[str]) -> list[Path]:
-    """Files waiting in ``inbox`` (not in sub-folders), oldest first. Names starting with ``.``
-    or ending in ``.tmp`` / ``.part`` / ``~`` are skipped: a file being copied in is not read."""
+    """Entries waiting in ``inbox`` (not sub-folders), oldest first. Names starting with ``.`` or
+    ending in ``.tmp`` / ``.part`` / ``.partial`` / ``.crdownload`` / ``~`` are skipped: a file being
+    copied in is not read. Links, pipes and the like are listed (and refused when read)."""
     inbox = Path(inbox)
     if not inbox.is_dir():
         return []
     out = []
     for p in inbox.iterdir():
         n = p.name
-        if n.startswith(".") or n.endswith((".tmp", ".part", "~")) or p.is_dir():
+        try:
+            st = p.lstat()
+        except OSError:
+            continue  # gone meanwhile
+        if n.startswith(".") or n.endswith(PARTIAL_ENDINGS) or (st.st_mode & 0o170000) == 0o040000:
             continue
-        out.append(p)
-    return sorted(out, key=lambda p: (p.lstat().st_mtime_ns, p.name))
+        out.append((st.st_mtime_ns, n, p))
+    return [p for _, _, p in sorted(out)]
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells that a file changed: the same inode with the same size and modification time."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _unchanged(path: Path, st: os.stat_result) -> bool:
+    try:
+        return _signature(path.lstat()) == _signature(st)
+    except OSError:
+        return False
+
+
+def _done_name(name: str, stamp: str, sha: str) -> str:
+    """``<stamp>-<sha8>-<name>`` within :data:`_DONE_NAME_BYTES` bytes (a long name is shortened,
+    its extension kept)."""
+    head = f"{stamp}-{sha[:8]}-"
+    room = _DONE_NAME_BYTES - len(head.encode())
+    if len(name.encode()) <= room:
+        return head + name
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) < 16 else ""
+    stem = name[: len(name) - len(suffix)].encode()[: room - len(suffix.encode()) - 1]
+    return head + stem.decode("utf-8", errors="ignore") + "~" + suffix
+
+
+def _open_done(inbox: Path) -> int:
+    """A file descriptor of ``inbox/done/`` (created if missing) that is a real folder inside the
+    inbox: a ``done`` that is a symbolic link (or a file) is refused before anything is committed,
+    so processed files are never moved out of the inbox."""
+    import errno
+
+    done = inbox / "done"
+    fd_in = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            os.mkdir("done", dir_fd=fd_in)
+        except FileExistsError:
+            pass
+        try:
+            return os.open("done", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd_in)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            what = f"a symbolic link to {os.readlink(done)}" if done.is_symlink() else "not a folder"
+            raise LabelImportError(
+                problem(
+                    f"{done} is {what}",
+                    allowed="a real folder inside the inbox: processed annotation files are moved there and nowhere else",
+                    fix=f"remove it (rm {done}); the next cycle creates the folder",
+                )
+            ) from None
+    finally:
+        os.close(fd_in)
 
 
 def _move_done(path: Path, done: Path, sha: str, report: str | None) -> Path:
-    """Move a processed file to ``done/`` (after its labels are committed), with its report."""
-    done.mkdir(parents=True, exist_ok=True)
-    dest = done / f"{time.strftime('%Y%m%d-%H%M%S')}-{sha[:8]}-{path.name}"
-    if report:
-        write_text_atomic(dest.with_name(dest.name + ".problems.txt"), report + "\n")
-    os.replace(path, dest)
-    return dest
+    """Move a processed file to ``done/`` (after its labels are committed), with its report.
+    ``done`` was checked by :func:`_open_done`; the move goes through folder descriptors, so a
+    ``done`` swapped for a link meanwhile is refused, never followed."""
+    fd_done = _open_done(path.parent)
+    fd_in = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dest = _done_name(path.name, stamp, sha)
+        for k in range(2, 1000):
+            try:
+                os.stat(dest, dir_fd=fd_done, follow_symlinks=False)
+            except FileNotFoundError:
+                break
+            dest = _done_name(path.name, f"{stamp}.{k}", sha)
+        if report:
+            write_text_atomic(done / (dest + ".problems.txt"), report + "\n")
+        os.replace(path.name, dest, src_dir_fd=fd_in, dst_dir_fd=fd_done)
+        return done / dest
+    finally:
+        os.close(fd_in)
+        os.close(fd_done)
+
+
+def _wait_to_settle(files: list[Path], settle_seconds: float) -> tuple[dict[Path, os.stat_result], list[Path]]:
+    """Stat ``files``; when one was modified less than ``settle_seconds`` ago, wait until it is that
+    old and stat again. Returns the status of the files that stayed unchanged, and those that
+    changed (or vanished) meanwhile: still being written."""
+    stats: dict[Path, os.stat_result] = {}
+    for f in files:
+        try:
+            stats[f] = f.lstat()
+        except OSError:
+            continue
+    if not stats or settle_seconds <= 0:
+        return stats, []
+    youngest = max(st.st_mtime for st in stats.values())
+    wait = min(settle_seconds, settle_seconds - (time.time() - youngest))
+    if wait <= 0:
+        return stats, []
+    time.sleep(wait)
+    growing = [f for f, st in stats.items() if not _unchanged(f, st)]
+    return {f: st for f, st in stats.items() if f not in growing}, growing
+
+
+def describe_import(rec: Mapping[str, Any]) -> str:
+    """One line on what a record of :func:`ingest_inbox` did, for logs and the command line."""
+    if rec.get("skipped"):
+        return f"{rec['file']}: not read yet ({rec['skipped']})"
+    line = (
+        f"imported {rec['file']}: {rec['committed']} new label(s), {rec.get('corrected', 0)} corrected, "
+        f"{rec['already']} known, {rec['rejected']} refused"
+    )
+    if rec.get("conflicts"):
+        line += f", {len(rec['conflicts'])} disagreement(s) settled"
+    if rec.get("left"):
+        line += f"; {rec['left']}"
+    return line
 
 
 def ingest_inbox(
@@ -669,45 +1000,188 @@ def ingest_inbox(
     *,
     classes: Sequence[str],
     from_name: str = "label",
+    conflicts: str = "refuse",
+    settle_seconds: float = 5.0,
 ) -> list[dict[str, Any]]:
     """Commit the valid annotations of every file in ``inbox`` to the experiment state.
 
-    Per file, in order: read and validate it against the state as saved; commit the valid new
-    labels to the label state and the cost ledger (in the open batch's round; the ledger pays only
-    for labels committed now) and record the import, in **one** atomic write of the state; then
-    move the file to ``inbox/done/`` (with ``<name>.problems.txt`` when rows were refused).
+    Per file, in order: read it whole (a file modified less than ``settle_seconds`` ago is waited
+    for; one that changes meanwhile, or while it is read, is left for the next cycle), validate it
+    against the state as saved; commit the valid new labels to the label state and the cost ledger
+    (in the open batch's round; the ledger pays only for labels committed now), apply corrections
+    (the label changes, its round stays, nothing is paid; recorded in ``labeling.corrections``), and
+    record the import, in **one** atomic write of the state; then move the file to ``inbox/done/``
+    (with ``<name>.problems.txt`` when rows were refused), unless it changed since it was read.
 
     Killed anywhere, a file is either still in the inbox (and is read again: its committed rows are
-    no-ops) or moved after its labels were saved. Nothing is lost, nothing is paid twice.
+    no-ops) or moved after its labels were saved. Nothing is lost, nothing is paid twice. A file
+    that cannot be moved (a full disk, permissions) stays in the inbox, and is reported.
 
     Returns:
-        One record per file: ``file``, ``committed``, ``already``, ``unanswered``, ``rejected``,
-        ``problems`` (at most :data:`MAX_LISTED`), ``message`` (all problems; None when clean),
-        ``sha256``, ``round``, ``moved_to``.
+        One record per file: ``file``, ``committed``, ``corrected``, ``already``, ``unanswered``,
+        ``rejected``, ``problems``, ``conflicts``, ``corrections`` (each at most :data:`MAX_LISTED`),
+        ``message`` (all problems; None when clean), ``sha256``, ``round``, ``moved_to`` (None when
+        it stayed), ``left`` (why it stayed) - or, for a file not read yet, ``file`` and ``skipped``.
+
+    Raises:
+        LabelImportError: ``inbox/done`` is a link or a file (before anything is committed).
     """
     from alcore.experiment import ExperimentState
 
     inbox = Path(inbox)
-    records = []
-    for path in inbox_files(inbox):
+    files = inbox_files(inbox)
+    if not files:
+        return []
+    os.close(_open_done(inbox))
+    stats, growing = _wait_to_settle(files, settle_seconds)
+    records: list[dict[str, Any]] = [
+        {"file": f.name, "skipped": "it changed a moment ago: still being written? the next cycle reads it"}
+        for f in growing
+    ]
+    for path in files:
+        if path not in stats:
+            continue
+        seen = stats[path]
         try:
-            sha = hashlib.sha256(path.read_bytes() if path.is_file() and not path.is_symlink() else b"").hexdigest()
-        except OSError:
-            sha = hashlib.sha256(b"").hexdigest()
+            raw, seen = read_file_bounded(path)
+            failure = None
+        except LabelImportError as e:
+            raw, failure = b"", e
+        if not _unchanged(path, seen):
+            records.append({"file": path.name, "skipped": "it changed while it was read: the next cycle reads it"})
+            continue
+        sha = hashlib.sha256(raw).hexdigest()
         st = ExperimentState.load(state_path)
         batch = st.labeling.open_batch
         try:
+            if failure is not None:
+                raise failure
             requested = st.labeling.requested_ids(st.labels)
-            res = import_annotations(path, labels=st.labels, requested=requested, classes=classes, from_name=from_name)
+            res = check_annotations(
+                parse_annotations(raw, path.name, from_name=from_name),
+                labels=st.labels,
+                requested=requested,
+                classes=classes,
+                file=path.name,
+                conflicts=conflicts,
+                seen_before=any(r.get("sha256") == sha for r in st.labeling.imports),
+            )
             message = res.message() if res.problems else None
         except LabelImportError as e:
             res, message = ImportResult(file=path.name, problems=[str(e)]), str(e)
         rnd = batch.round if batch is not None else 0
+        at = time.strftime("%Y-%m-%dT%H:%M:%S")
         if res.ids.size:
             st.commit_answers(rnd, res.ids, res.labels)
-        record = {**res.to_record(), "sha256": sha, "round": rnd, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if res.fixed_ids.size:
+            before = st.labels.relabel(res.fixed_ids, res.fixed_labels)
+            st.labeling.record_corrections(
+                res.fixed_ids,
+                before,
+                res.fixed_labels,
+                st.labels.round_of(res.fixed_ids),
+                file=path.name,
+                sha256=sha,
+                at=at,
+            )
+        record = {**res.to_record(), "sha256": sha, "round": rnd, "at": at}
         st.labeling.imports.append(record)
         st.save(state_path)
-        dest = _move_done(path, inbox / "done", sha, message)
-        records.append({**record, "message": message, "moved_to": str(dest)})
+        dest, left = None, None
+        if not _unchanged(path, seen):
+            left = "it changed after it was read: it stays in the inbox and the next cycle reads it again"
+        else:
+            try:
+                dest = str(_move_done(path, inbox / "done", sha, message))
+            except (OSError, LabelImportError) as e:
+                left = (
+                    f"it could not be moved to done/ ({e}); it stays in the inbox "
+                    "(reading it again commits nothing twice)"
+                )
+        records.append({**record, "message": message, "moved_to": dest, "left": left})
     return records
+
+
+def final_is_current(final: Mapping[str, Any] | None, labels: LabelState) -> bool:
+    """Whether the final network (``state.final``) was trained on exactly these labels: a label
+    added or corrected since makes it stale, and the cycle trains it again."""
+    if final is None:
+        return False
+    if "labels_digest" in final:
+        return final["labels_digest"] == labels.digest()
+    return final.get("labels") == labels.n_labeled  # a state written before labels were digested
+
+
+def label_studio_setup(
+    *,
+    image_url: str,
+    image_root: str | None,
+    embed_max_side: int,
+    outbox: Path,
+    inbox: Path,
+    settle_seconds: float,
+) -> str:
+    """What a person does to label a job in Label Studio with these ``labeling`` settings: the
+    exact set-up for the way images are referenced, then import, label, export, drop in the inbox."""
+    job = outbox / "batch-0001.labelstudio.json"
+    steps = [f"Label Studio set-up for image_url={image_url!r}", ""]
+    start = "label-studio start --internal-host 127.0.0.1 -p 8080"
+    project = (
+        f"Create a project; Settings > Labeling Interface > Code: paste {outbox / 'label-config.xml'}",
+        f"Import the open batch's tasks, e.g. {job} (Import > Upload Files)",
+    )
+    if image_url == "{data}":
+        steps += [
+            "The images are inside the tasks (data: URIs): a stock Label Studio shows them, nothing to serve.",
+            f"Images larger than {embed_max_side} px are embedded scaled down (labeling.embed_max_side); "
+            "a Label Studio export carries them too, and an export over 64 MiB is refused: for many large "
+            "images serve the files instead (image_url: /data/local-files/?d={relpath}, see below).",
+            "",
+            f"1. {start}",
+            f"2. {project[0]}",
+            f"3. {project[1]}",
+        ]
+        n = 4
+    elif "{relpath}" in image_url and image_url.startswith("/data/local-files/"):
+        root = image_root or "<labeling.image_root>"
+        steps += [
+            "Label Studio serves the files itself: that takes two environment variables and a storage.",
+            "",
+            f"1. LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} \\",
+            f"     {start}",
+            f"2. {project[0]}",
+            f"3. Settings > Cloud Storage > Add Source Storage > Local files: Absolute local path {root}; "
+            "leave 'Treat every bucket object as a source file' off; Add Storage (no Sync: the tasks name the files)",
+            f"4. {project[1]}",
+        ]
+        if outbox / "images" != Path(root):
+            steps.append(
+                f"   (images of in-memory datasets are written to {outbox / 'images'}: image_root must hold them)"
+            )
+        n = 5
+    elif "://" in image_url:
+        steps += [
+            "Label Studio's page loads each image from that URL in the annotator's browser: serve the files",
+            "there yourself, over the same scheme as Label Studio (http/https), with CORS open to it.",
+            "",
+            f"1. {start}",
+            f"2. {project[0]}",
+            f"3. {project[1]}",
+        ]
+        n = 4
+    else:
+        steps += [
+            "Warning: this names files on this machine, and Label Studio loads images by URL: every task will",
+            "say 'There was an issue loading URL from $image value'. Use image_url: '{data}' (the default: the",
+            "images travel inside the tasks), or /data/local-files/?d={relpath} with labeling.image_root.",
+            "",
+        ]
+        n = 1
+    steps += [
+        f"{n}. Label. Then Export (JSON, JSON-MIN or CSV) and save the file in {inbox}",
+        f"   (copy it in under a name ending in .part and rename it, or let it sit: a file changed less than "
+        f"{settle_seconds:g} s ago is waited for).",
+        f"{n + 1}. alcore label cycle (or alcore serve): new labels are committed, corrections applied, the next "
+        "batch exported. Exporting everything each time is fine: what is known already is skipped, never paid twice.",
+    ]
+    return "\n".join(steps)

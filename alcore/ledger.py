@@ -198,6 +198,35 @@ class CostLedger:
         out["total_usd"] = out["label_usd"] + out["compute_usd"]
         return out
 
+    def check_paid(self, labeled_per_round: Mapping[int, int], *, where: str = "the state") -> None:
+        """Refuse a ledger whose labels bought differ from the labels held, round by round.
+
+        Every label is paid exactly once, in the round it was committed in; a ledger that says
+        otherwise (an edited or mixed-up state file) would misprice the whole experiment.
+
+        Args:
+            labeled_per_round: ``{round: labeled samples}`` (``LabelState.counts_per_round()``).
+            where: the file, for the message.
+
+        Raises:
+            ConfigError: naming each round that differs.
+        """
+        rounds = sorted(set(self._labels) | set(labeled_per_round))
+        off = [r for r in rounds if self._labels.get(r, 0) != labeled_per_round.get(r, 0)]
+        if off:
+            detail = "; ".join(
+                f"round {r}: {self._labels.get(r, 0)} paid, {labeled_per_round.get(r, 0)} labeled" for r in off[:5]
+            )
+            raise ConfigError(
+                problem(
+                    f"{where}: its cost ledger contradicts its labels ({sum(self._labels.values())} labels paid, "
+                    f"{sum(labeled_per_round.values())} labeled; {detail})",
+                    allowed="a ledger that paid each labeled sample once, in the round it was labeled in",
+                    fix="restore the state file the run wrote (it is written atomically; an edited copy cannot be "
+                    "trusted), or start over with --fresh (the old state is archived)",
+                )
+            )
+
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot: prices and the recorded events per round."""

@@ -263,8 +263,11 @@ class HumanOracle(Oracle):
         outbox: folder the labeling jobs are written to.
         inbox: folder annotation files are read from (:meth:`query` only).
         price_per_label: dollars per label committed, >= 0.
-        image_url: template naming each image in a job (see :func:`alcore.labeling.image_reference`).
+        image_url: ``"{data}"`` (embed each image in the Label Studio task as a data: URI, see
+            :func:`alcore.labeling.image_data_uri`) or a template naming each image (see
+            :func:`alcore.labeling.image_reference`).
         image_root: the folder ``{relpath}`` is relative to.
+        embed_max_side: ``{data}``: larger images are embedded scaled to this longest side.
         from_name, to_name: the Label Studio ``<Choices name>`` and ``<Image name>``.
     """
 
@@ -278,8 +281,9 @@ class HumanOracle(Oracle):
         outbox: str | os.PathLike[str],
         inbox: str | os.PathLike[str] | None = None,
         price_per_label: float = 0.0,
-        image_url: str = "{path}",
+        image_url: str = "{data}",
         image_root: str | None = None,
+        embed_max_side: int = 512,
         from_name: str = "label",
         to_name: str = "image",
     ) -> None:
@@ -290,6 +294,7 @@ class HumanOracle(Oracle):
         self.price_per_label = price_per_label
         self.image_url = image_url
         self.image_root = image_root
+        self.embed_max_side = embed_max_side
         self.from_name = from_name
         self.to_name = to_name
 
@@ -299,16 +304,39 @@ class HumanOracle(Oracle):
             f"price_per_label={self.price_per_label!r})"
         )
 
-    def _images(self, ids: np.ndarray) -> list[str]:
-        """Image references of ``ids`` for a job (in-memory images are written as PNG first)."""
-        from alcore._io import atomic_path
-        from alcore.labeling import image_reference
-
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
         pool_ids = np.asarray(self.pool.ids, dtype=np.int64)
         order = np.argsort(pool_ids, kind="stable")
         pos = order[np.searchsorted(pool_ids, ids, sorter=order).clip(0, max(pool_ids.size - 1, 0))]
         if ids.size and not np.array_equal(pool_ids[pos], ids):
             raise LabelError(problem(f"ids not in the pool: {ids[pool_ids[pos] != ids][:5].tolist()}"))
+        return pos
+
+    def _images(self, ids: np.ndarray) -> tuple[list[str], list[str]]:
+        """The image files of ``ids`` (in-memory images are written as PNG first) and their
+        references in a Label Studio task: data: URIs with ``image_url: "{data}"``, else the
+        filled template."""
+        from alcore.labeling import image_data_uri, image_reference
+
+        paths = self._files(ids, self._positions(ids))
+        if self.image_url == "{data}":
+            folder = Path(self.outbox).resolve() / "images"
+            refs = [
+                image_data_uri(p, max_side=self.embed_max_side, scaled=folder / f"{s}.{self.embed_max_side}px.jpg")
+                for p, s in zip(paths, ids.tolist(), strict=True)
+            ]
+        else:
+            refs = [
+                image_reference(self.image_url, path=p, id=s, image_root=self.image_root)
+                for p, s in zip(paths, ids.tolist(), strict=True)
+            ]
+        return paths, refs
+
+    def _files(self, ids: np.ndarray, pos: np.ndarray) -> list[str]:
+        """The image file of each id: the dataset's own, or a PNG written to ``outbox/images/``
+        for pools held in memory."""
+        from alcore._io import atomic_path
+
         paths = []
         for sid, i in zip(ids.tolist(), pos.tolist(), strict=True):
             if self.pool.paths is not None:
@@ -321,10 +349,7 @@ class HumanOracle(Oracle):
                 with atomic_path(png) as tmp:
                     Image.fromarray(np.asarray(self.pool.images[i])).save(tmp, format="PNG")  # type: ignore[index]
             paths.append(str(png))
-        return [
-            image_reference(self.image_url, path=p, id=s, image_root=self.image_root)
-            for p, s in zip(paths, ids.tolist(), strict=True)
-        ]
+        return paths
 
     def export(self, batch: Batch, name: str | None = None) -> list[Path]:
         """Write the labeling job of ``batch`` (files named ``name``, default ``batch-<round>``).
@@ -335,7 +360,15 @@ class HumanOracle(Oracle):
         from alcore.labeling import label_config_xml, render_job
 
         classes = list(self.classes)
-        files = render_job(batch, self._images(batch.ids), classes, from_name=self.from_name, to_name=self.to_name)
+        paths, refs = self._images(batch.ids)
+        files = render_job(
+            batch,
+            refs,
+            classes,
+            from_name=self.from_name,
+            to_name=self.to_name,
+            files=paths if self.image_url == "{data}" else None,  # the CSV names files, not data URIs
+        )
         files = {f"{name or batch.name}{suffix}": text for suffix, text in files.items()}
         files["label-config.xml"] = label_config_xml(classes, from_name=self.from_name, to_name=self.to_name)
         out = []

@@ -65,7 +65,8 @@ def write_metrics(state: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def plot_accuracy(rows: list[dict[str, Any]], final: dict[str, Any] | None, path: str | os.PathLike[str]) -> None:
-    """Accuracy vs. labels: the proxy each round, the final network as a marker."""
+    """Accuracy vs. labels: the proxy each round, the network at each budget when it was trained
+    (``al.evaluate_every_round``), the final network as a marker."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +76,9 @@ def plot_accuracy(rows: list[dict[str, Any]], final: dict[str, Any] | None, path
     ys = [r["proxy_accuracy"] for r in rows if "proxy_accuracy" in r]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.plot(xs, ys, "o-", label="proxy MLP on features")
+    nets = [(r["labels_total"], r["test_accuracy"]) for r in rows if "test_accuracy" in r]
+    if nets:  # al.evaluate_every_round: the final network trained at each budget
+        ax.plot(*zip(*nets, strict=True), "s-", ms=4, label="network at each budget")
     if final:
         ax.plot([final["labels"]], [final["accuracy"]], "*", ms=14, label=f"final network ({final.get('mode')})")
     ax.set_xlabel("labels bought")
@@ -132,6 +136,10 @@ def describe_results(state: Any, layout: Any, *, name: str, tracking_uri: str) -
     if state.final:
         f = state.final
         lines.append(f"Final network ({f['mode']}, {f['labels']} labels): test accuracy {f['accuracy']:.4f}")
+        if f.get("evidence", {}).get("candidates"):
+            from alcore.training import describe_evidence
+
+            lines.append(f"  chosen as {describe_evidence(f['evidence'])}")
     lines.append(
         f"Total: {m['labels']} labels, ${m['label_usd']:.2f} labels + ${m['compute_usd']:.4f} compute "
         f"({m['compute_seconds']:.0f} s) = ${m['total_usd']:.2f}"

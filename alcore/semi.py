@@ -139,47 +139,70 @@ def train_semi(
     y_lab = torch.from_numpy(labels).to(dev)
     switch_step = int(cfg.switch * cfg.steps) if priors is not None else 0
     history: list[dict[str, float]] = []
-    for step in tqdm(range(cfg.steps), desc="semi", leave=False, disable=not progress):
-        li = torch.randint(0, positions.size, (cfg.batch_size,), generator=gen)
-        ui = unlabeled[torch.randint(0, unlabeled.size, (cfg.mu * cfg.batch_size,), generator=gen).numpy()]
-        ui = np.sort(ui)
-        raw = pool.load_batch_unnormalized(ui, preprocess).to(dev)
-        weak = _augment(preprocess.normalize(raw), cfg.augment, gen)
-        strong_view = preprocess.normalize(strong(raw, gen))
-        xl = _augment(X_lab[li.to(dev)], cfg.augment, gen)
-        with autocast(dev):
-            logits = model(torch.cat([xl, weak, strong_view])).float()
-        b = cfg.batch_size
-        lx, lw, ls = logits[:b], logits[b : b + ui.size], logits[b + ui.size :]
-        loss_x = F.cross_entropy(lx, y_lab[li.to(dev)])
-        p = torch.softmax(lw.detach(), dim=1)
-        if step < switch_step:
-            onehot = F.one_hot(prior_y[ui].to(dev), n_classes).float()
-            target = (onehot + p) / 2.0  # normalise(onehot + p): both rows sum to 1
-            per = -(target * F.log_softmax(ls, dim=1)).sum(dim=1)
-            w = prior_w[ui].to(dev) if cfg.weight_by_confidence else torch.ones_like(per)
-            loss_u = (per * w).mean()
-            used = 1.0
-        else:
-            conf, hard = p.max(dim=1)
-            mask = (conf >= cfg.threshold).float()
-            loss_u = (F.cross_entropy(ls, hard, reduction="none") * mask).mean()
-            used = float(mask.mean())
-        loss = loss_x + cfg.lambda_u * loss_u
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"semi-supervised loss is {loss.item()}; lower train.semi_lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 25 == 0 or step == cfg.steps - 1:
-            history.append(
-                {"step": float(step), "loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach()), "mask": used}
-            )
-        done = step + 1
-        if callback is not None and ((callback_every and done % callback_every == 0) or done == cfg.steps):
-            model.eval()
-            history.append({"step": float(done), **callback(done, model)})
-            model.train()
+    with tqdm(
+        total=cfg.steps, desc="fixmatch" if priors is None else "as3l", unit="step", leave=False, disable=not progress
+    ) as bar:
+        for step in range(cfg.steps):
+            li = torch.randint(0, positions.size, (cfg.batch_size,), generator=gen)
+            ui = unlabeled[torch.randint(0, unlabeled.size, (cfg.mu * cfg.batch_size,), generator=gen).numpy()]
+            ui = np.sort(ui)
+            raw = pool.load_batch_unnormalized(ui, preprocess).to(dev)
+            weak = _augment(preprocess.normalize(raw), cfg.augment, gen)
+            strong_view = preprocess.normalize(strong(raw, gen))
+            xl = _augment(X_lab[li.to(dev)], cfg.augment, gen)
+            with autocast(dev):
+                logits = model(torch.cat([xl, weak, strong_view])).float()
+            b = cfg.batch_size
+            lx, lw, ls = logits[:b], logits[b : b + ui.size], logits[b + ui.size :]
+            loss_x = F.cross_entropy(lx, y_lab[li.to(dev)])
+            p = torch.softmax(lw.detach(), dim=1)
+            if step < switch_step:
+                onehot = F.one_hot(prior_y[ui].to(dev), n_classes).float()
+                target = (onehot + p) / 2.0  # normalise(onehot + p): both rows sum to 1
+                per = -(target * F.log_softmax(ls, dim=1)).sum(dim=1)
+                w = prior_w[ui].to(dev) if cfg.weight_by_confidence else torch.ones_like(per)
+                loss_u = (per * w).mean()
+                used = 1.0
+            else:
+                conf, hard = p.max(dim=1)
+                mask = (conf >= cfg.threshold).float()
+                loss_u = (F.cross_entropy(ls, hard, reduction="none") * mask).mean()
+                used = float(mask.mean())
+            loss = loss_x + cfg.lambda_u * loss_u
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"semi-supervised loss is {loss.item()}; lower train.semi_lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            if step % 10 == 0 or step == cfg.steps - 1:
+                bar.set_postfix(
+                    loss_x=f"{float(loss_x.detach()):.3f}",
+                    loss_u=f"{float(loss_u.detach()):.3f}",
+                    mask=f"{used:.2f}",
+                    refresh=False,
+                )
+            if step % 25 == 0 or step == cfg.steps - 1:
+                history.append(
+                    {
+                        "step": float(step),
+                        "loss_x": float(loss_x.detach()),
+                        "loss_u": float(loss_u.detach()),
+                        "mask": used,
+                    }
+                )
+            done = step + 1
+            if callback is not None and ((callback_every and done % callback_every == 0) or done == cfg.steps):
+                model.eval()
+                history.append({"step": float(done), **callback(done, model)})
+                model.train()
     model.eval()
-    return TrainResult(model=model.to("cpu"), mode="as3l" if priors is not None else "fixmatch", history=history)
+    mode = "as3l" if priors is not None else "fixmatch"
+    model.training_record = {
+        "requested": mode,
+        "mode": mode,
+        "rule": "semi-supervised on the whole pool",
+        "steps": cfg.steps,
+    }
+    return TrainResult(model=model.to("cpu"), mode=mode, history=history)

@@ -200,16 +200,17 @@ class LabelState:
             LabelError: some ids are not in the pool or not labeled.
         """
         positions = self.positions_of(ids)
+        self._require_labeled(
+            np.asarray(ids), positions, "ids not labeled yet", "ask only for the labels of labeled samples"
+        )
+        return self._labels[positions]
+
+    def _require_labeled(self, ids: np.ndarray, positions: np.ndarray, what: str, fix: str) -> None:
         unlabeled = self._round[positions] == 0
         if unlabeled.any():
             raise LabelError(
-                problem(
-                    f"ids not labeled yet: {_few(np.asarray(ids)[unlabeled])}",
-                    allowed="labeled ids (see labeled_ids)",
-                    fix="ask only for the labels of labeled samples",
-                )
+                problem(f"{what}: {_few(ids[unlabeled])}", allowed="labeled ids (see labeled_ids)", fix=fix)
             )
-        return self._labels[positions]
 
     def round_of(self, ids: np.ndarray) -> np.ndarray:
         """``(k,)`` int32 round each of ``ids`` was labeled in (0 = unlabeled)."""
@@ -291,6 +292,42 @@ class LabelState:
             )
         self._round[positions] = round
         self._labels[positions] = labels
+
+    def relabel(self, ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Correct the labels of ``ids``, which are labeled already; their rounds are kept.
+
+        A reviewer who fixes a label changes what the sample *is*, not when it was bought: the
+        round (and so what was paid in it) stays. Checked before anything changes.
+
+        Returns:
+            ``(k,)`` int64 the labels they had before.
+
+        Raises:
+            LabelError: an id is unknown, unlabeled or repeated, or a label is outside the class set.
+        """
+        ids, labels, positions = self._check_entries(ids, labels)
+        self._require_labeled(
+            ids, positions, "cannot correct ids that are not labeled yet", "label them first (label())"
+        )
+        before = self._labels[positions].copy()
+        self._labels[positions] = labels
+        return before
+
+    def counts_per_round(self) -> dict[int, int]:
+        """``{round: labeled samples}`` for every round with labels."""
+        rounds, counts = np.unique(self._round[self._round > 0], return_counts=True)
+        return {int(r): int(c) for r, c in zip(rounds, counts, strict=True)}
+
+    def digest(self) -> str:
+        """A digest of which ids are labeled with what (not when): it changes with every new label
+        and every correction, so a run can see that its labels are not the ones it trained on."""
+        import hashlib
+
+        mask = self._round > 0
+        h = hashlib.sha256()
+        h.update(self._pool_ids[mask].tobytes())
+        h.update(self._labels[mask].tobytes())
+        return h.hexdigest()[:16]
 
     # -- invariants and persistence ------------------------------------------------------------
     def _invariant_problems(self, rounds: np.ndarray, labels: np.ndarray) -> list[str]:

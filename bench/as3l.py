@@ -52,7 +52,6 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
     truth = np.asarray(data.pool.labels)
     test_y = np.asarray(data.test.labels)[positions_of(test.ids, np.asarray(data.test.ids))]
     cfg = TrainCfg(
-        lp_epochs=args.lp_epochs,
         ft_epochs=args.ft_epochs,
         semi_steps=args.steps,
         semi_batch_size=args.batch,
@@ -124,7 +123,6 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=150, help="semi-supervised optimiser steps")
     ap.add_argument("--batch", type=int, default=16, help="labeled images per step")
     ap.add_argument("--mu", type=int, default=2, help="unlabeled images per labeled one")
-    ap.add_argument("--lp-epochs", type=int, default=30)
     ap.add_argument("--ft-epochs", type=int, default=15)
     ap.add_argument("--augment", default="crop")
     args = ap.parse_args()

@@ -48,8 +48,6 @@ def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         },
         "train": {
             "mode": "auto",
-            "auto_threshold": 500,
-            "lp_epochs": 30,
             "ft_epochs": args.ft_epochs,
             "batch_size": 64,
             "backbone_lr": 0.01,

@@ -60,7 +60,7 @@ def configs(fmnist_root: Path) -> dict[str, dict[str, Any]]:
         "weights": str(next(weights.glob("resnet20-*.th"), weights / "resnet20.th")),
     }
     fm["al"].update({"initial": 100, "batch": 100, "rounds": 10})
-    fm["train"].update({"mode": "lpft", "lp_epochs": 30, "ft_epochs": 10, "batch_size": 128})
+    fm["train"].update({"mode": "lpft", "ft_epochs": 10, "batch_size": 128})
     return {"digits": digits, "fashion_mnist": fm}
 
 

@@ -6,6 +6,7 @@ has set these variables, and no telemetry tries the network.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -27,3 +28,57 @@ def configure(root: str | os.PathLike[str] | None = None) -> None:
     }
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
+
+
+#: Where the tracebacks of refusals alcore raised on purpose go (relative to PREFECT_HOME).
+ERRORS_LOG = "alcore-errors.log"
+
+
+class _ExpectedRefusals(logging.Filter):
+    """On Prefect's console, a refusal alcore raised on purpose (an :class:`AlcoreError`: the
+    experiment lock, a refused file, a bad parameter) is not a 30-line traceback: the command line
+    prints its one clear message. The full record, traceback included, is appended to
+    :data:`ERRORS_LOG` (and still reaches the Prefect API, so the run's page shows it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.written = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from alcore.errors import AlcoreError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, AlcoreError):
+            return True
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record) + "\n\n")
+            self.written = True
+        except OSError:
+            return True  # no log file: better the traceback on the console than nowhere
+        return False
+
+
+_REFUSALS: _ExpectedRefusals | None = None
+
+
+def quiet_refusals() -> _ExpectedRefusals:
+    """Install :class:`_ExpectedRefusals` on every Prefect console handler (Prefect must be
+    imported: it sets its logging up then). Idempotent; returns the filter (``.path``, ``.written``)."""
+    global _REFUSALS
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if _REFUSALS is None:
+        home = Path(os.environ.get("PREFECT_HOME", Path.cwd() / ".prefect"))
+        _REFUSALS = _ExpectedRefusals(home / ERRORS_LOG)
+    loggers = [
+        logging.getLogger(),
+        *(lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)),
+    ]
+    for lg in loggers:
+        for h in lg.handlers:
+            if isinstance(h, PrefectConsoleHandler) and _REFUSALS not in h.filters:
+                h.addFilter(_REFUSALS)
+    return _REFUSALS

@@ -44,7 +44,7 @@ from alcore.layout import Layout
 from alcore.ledger import CostLedger
 from alcore.proxy import warm_up
 from alcore.report import round_rows, summary
-from alcore.training import HeadScorer, resolve_mode
+from alcore.training import HeadScorer, describe_evidence, resolve_mode
 from flows._util import archive, ensure_artifact, read_json, say
 from flows.extract import extract_all
 from flows.gpu import on_gpu
@@ -84,6 +84,7 @@ class _Run:
         # PT4AL's per-image pretext losses, when the strategy reads them (the pretext stage wrote them)
         self.pretext = ref(L.pretext) if strategy_needs_pretext(p.al.strategy) else None
         self.budget = p.features.memory_budget_bytes  # larger features are read by memory map
+        self.networks: dict[int, dict[str, Any]] = {}  # trained since the last round record, by label count
 
     def features(self) -> dict[str, Any]:
         """The current feature version (the last realignment's, or the features stage's)."""
@@ -97,8 +98,9 @@ class _Run:
         cached result, one file.
         """
         p = self.p
-        mode = resolve_mode(p.train.mode, len(ids), p.train.auto_threshold)
+        mode = resolve_mode(p.train.mode)  # auto is decided in the task, on held-out labels
         out = self.dir / "networks" / f"net-{len(ids)}.safetensors"
+        say(f"           network on {len(ids)} labels (train.mode={mode})")
         res = ensure_artifact(
             on_gpu("fine_tune", p.orchestration),
             "model",
@@ -112,9 +114,11 @@ class _Run:
             seed=derive_seed(self.seed, "network", len(ids)),
             device=self.dev,
             out=str(out),
-            progress=False,
+            progress=p.experiment.progress,
         )
-        return {**res, "mode": mode}
+        self.networks[len(ids)] = {"labels": len(ids), "mode": res["mode"], "evidence": res["evidence"]}
+        say(f"           network on {len(ids)} labels: {describe_evidence(res['evidence'])} ({res['seconds']:.1f} s)")
+        return res
 
     def network_features(self, model: dict[str, str], *splits: str) -> dict[str, dict[str, Any]]:
         """Features of ``splits`` with a fine-tuned network (Standard's scoring pass, ASVP's re-extraction)."""
@@ -135,6 +139,13 @@ class _Run:
         )
         out["key"] = f"{f['pool']['sha256']}:{round}:{hashlib.sha256(ids.tobytes()).hexdigest()[:16]}"
         return out
+
+
+def network_metrics(ev: dict[str, Any], prefix: str) -> dict[str, float]:
+    """A network's evidence as MLflow metrics: held-out accuracy per candidate, labels, steps."""
+    out = {f"{prefix}heldout_{m}": c["accuracy"] for m, c in ev.get("candidates", {}).items()}
+    out.update({f"{prefix}{k}": float(ev[k]) for k in ("n_labeled", "steps", "held_out") if k in ev})
+    return out
 
 
 class Selection(NamedTuple):
@@ -216,10 +227,14 @@ def _realign(run: _Run, r: int, record: dict[str, Any]) -> None:
     if not d["fire"]:
         return
     net = run.network(ids, labs)
+    st.ledger.record(r, "fine_tuning", net["seconds"])
+    if net["mode"] == "lp":  # fine-tuning lost to the probe on held-out labels: the encoder did not move
+        d["reextracted"] = False
+        say(f"           no realignment after round {r}: fine-tuning did not beat the probe, the features stay")
+        return
     v = len(st.versions)
     feats = run.network_features(net["model"], "pool", "test")
     pool, test = feats["pool"], feats["test"]
-    st.ledger.record(r, "fine_tuning", net["seconds"])
     st.ledger.record(r, "reextraction", pool["seconds"])  # the test set's features are evaluation, not charged
     st.versions.append(
         {
@@ -251,6 +266,8 @@ def _measure(run: _Run, r: int, test_labels: np.ndarray) -> tuple[dict[str, Any]
     if p.al.evaluate_every_round:  # the final network at this budget: evaluation, never charged
         net = run.network(ids, labs)  # Standard's next selection network: the same cached result
         record["test_accuracy"] = evaluate(net["model"], p.data, run.fp, device=run.dev)["accuracy"]
+    if run.networks:  # the networks this round trained: the mode each chose and its evidence
+        record["networks"], run.networks = list(run.networks.values()), {}
     return record, proxy
 
 
@@ -313,11 +330,18 @@ def log_round(run: _Run, run_id: str, r: int) -> None:
     st = run.state
     row = next(x for x in round_rows(st) if x["round"] == r)
     trig = st.records[r].get("trigger", {})
+    nets = st.records[r].get("networks", [])
     tracking.log_metrics(
         run_id,
-        {**{k: v for k, v in row.items() if k != "round"}, **{f"trigger_{k}": v for k, v in trig.items()}},
+        {
+            **{k: v for k, v in row.items() if k != "round"},
+            **{f"trigger_{k}": v for k, v in trig.items()},
+            **{k: v for n in nets for k, v in network_metrics(n["evidence"], "network_").items()},
+        },
         step=r,
     )
+    if nets:
+        tracking.set_tags(run_id, {f"round_{r}.network_mode": ",".join(n["mode"] for n in nets)})
     acc = " ".join(f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r])
     say(
         f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
@@ -332,19 +356,26 @@ def finish(run: _Run, run_id: str, state_path: Path, last_round: int) -> dict[st
         net = run.network(ids, labs)
         with atomic_path(run.L.final_model(run.name)) as tmp:
             shutil.copyfile(net["model"]["path"], tmp)
-        ev = evaluate(net["model"], p.data, run.fp, device=run.dev)
+        ev = evaluate(net["model"], p.data, run.fp, device=run.dev, progress=p.experiment.progress)
         st.ledger.record(last_round, "final_training", net["seconds"])
         st.final = {
             "accuracy": ev["accuracy"],
             "mode": net["mode"],
             "labels": int(len(ids)),
             "model": net["model"]["path"],
+            "evidence": net["evidence"],
         }
         st.save(state_path)
     s = summary(st)
     tracking.log_metrics(
-        run_id, {f"final_{k}": v for k, v in s.items() if isinstance(v, (int, float))}, step=last_round
+        run_id,
+        {
+            **{f"final_{k}": v for k, v in s.items() if isinstance(v, (int, float))},
+            **network_metrics(st.final.get("evidence", {}), "final_"),
+        },
+        step=last_round,
     )
+    tracking.set_tags(run_id, {"final.train_mode": st.final["mode"]})
     return s
 
 

@@ -17,9 +17,10 @@ a run with nothing to do ends in seconds. We chose this over a paused flow run t
 input: a run killed at any point (SIGKILL, a reboot) leaves the state and the files consistent, the
 next scheduled run carries on, and there is no long-lived run to resume by hand.
 
-Rows that cannot be imported are listed, with row numbers, in ``inbox/done/<file>.problems.txt``
-and in the run's error: the run fails *after* committing the valid rows and exporting the next
-batch, so the problem shows in the Prefect UI and nothing else waits for it.
+Rows that cannot be imported are listed, with row numbers, in ``inbox/done/<file>.problems.txt``,
+in the run's log (a warning) and in its result (``refused``); the cycle itself goes on: one bad row
+never stops the valid ones, the selection or the final network. A label that a reviewer corrected
+replaces the old one in its round (never paid again), and the final network is trained again.
 """
 
 # No ``from __future__ import annotations`` here: a served run gets this flow's function pickled
@@ -33,9 +34,9 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from alcore.config import Params
-from alcore.errors import ConfigError, LabelImportError, problem
+from alcore.errors import ConfigError, problem
 from alcore.experiment import ExperimentState, derive_seed, experiment_lock, validate_names
-from alcore.labeling import Batch
+from alcore.labeling import Batch, describe_import, final_is_current
 from alcore.layout import Layout
 from flows._util import archive, say
 from flows.active_learning import (
@@ -79,9 +80,12 @@ def _advance(run: _Run, state_path: Path, test_labels: np.ndarray) -> str:
         st.save(state_path)
         log_round(run, mlflow_run(run), r)
     if r >= len(schedule):
-        if st.final is not None and st.final.get("labels") == st.labels.n_labeled:
+        if final_is_current(st.final, st.labels):
             return "finished"
+        st.final = None  # labels were added or corrected since the final network: train it again
         s = finish(run, mlflow_run(run), state_path, len(schedule))
+        st.final = {**(st.final or {}), "labels_digest": st.labels.digest()}
+        st.save(state_path)
         return f"all {len(schedule)} rounds labeled; final network: test accuracy {s.get('test_accuracy', 0):.4f}"
     sel = _select_round(run, r + 1, schedule[r], proxy, exclude=st.labeling.requested_ids(st.labels))
     if sel.scorer is not None:
@@ -113,13 +117,13 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
         if not state_path.exists():
             st.save(state_path)
         imports = ingest_labels(
-            str(state_path), str(L.inbox(name)), classes=list(inputs.info["classes"]), from_name=p.labeling.from_name
+            str(state_path), str(L.inbox(name)), classes=list(inputs.info["classes"]), labeling=p.labeling
         )
         for rec in imports:
-            say(
-                f"imported {rec['file']}: {rec['committed']} new label(s), {rec['already']} known, {rec['rejected']} refused"
-            )
-            if rec["message"]:
+            say(describe_import(rec))
+            for line in [*rec.get("conflicts", []), *rec.get("corrections", [])]:
+                log.info(line)
+            if rec.get("message"):
                 log.warning(rec["message"])
         st = ExperimentState.load(state_path)
         run = _Run(p, L, st, inputs.info)
@@ -140,17 +144,17 @@ def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: s
             "requested": int(st.labeling.requested_ids(st.labels).size),
             "labels": st.labels.n_labeled,
             "label_usd": float(st.ledger.totals()["label_usd"]),
-            "finished": st.final is not None and st.final.get("labels") == st.labels.n_labeled,
+            "finished": final_is_current(st.final, st.labels),
             "imports": [{k: v for k, v in r.items() if k != "message"} for r in imports],
+            # rows refused are reported, never a failed cycle: Label Studio exports every answer so
+            # far, and one bad row must not stop the labels, the selection or the final network
+            "refused": [r["message"] for r in imports if r.get("message")],
             "job": files,
         }
         say(
             f"{did}. Batch {batch.round}: {out['open_labeled']}/{batch.ids.size} labeled; "
-            f"job in {L.outbox(name)}; drop annotations in {L.inbox(name)}"
+            f"job in {L.outbox(name)} (for Label Studio: alcore label setup); drop annotations in {L.inbox(name)}"
         )
-    refused = [r["message"] for r in imports if r["message"]]
-    if refused:
-        raise LabelImportError("\n".join(refused))
     return out
 
 

@@ -14,6 +14,7 @@ from prefect import flow
 
 from alcore._io import write_json_atomic
 from alcore.config import Params, load_params
+from alcore.encoders import read_encoder_config
 from alcore.errors import ConfigError, problem
 from alcore.experiment import (
     ExperimentState,
@@ -65,16 +66,19 @@ def encoder(params: Params, root: str = ".") -> dict[str, Any]:
         out=str(L.encoder),
         progress=p.experiment.progress,
     )
-    how = (
-        "SimCLR on the pool"
-        if p.encoder.needs_ssl
-        else (p.encoder.weights or ("timm hub" if p.encoder.pretrained else "random init"))
-    )
+    built = read_encoder_config(L.encoder)  # what was built and where its weights came from
+    how = "SimCLR on the pool" if p.encoder.needs_ssl else built.source
     write_json_atomic(
         L.encoder_meta,
-        {"seconds": out["seconds"], "sha256": out["encoder"]["sha256"], "arch": p.encoder.arch, "weights": how},
+        {
+            "seconds": out["seconds"],
+            "sha256": out["encoder"]["sha256"],
+            "arch": p.encoder.arch,
+            "weights": how,
+            "config": built.to_dict(),
+        },
     )
-    say(f"encoder {p.encoder.arch} ({how}): {out['seconds']:.1f} s")
+    say(f"encoder {p.encoder.arch} ({how}): {built.describe()}; {out['seconds']:.1f} s")
     return out
 
 

@@ -37,7 +37,7 @@ PARAMS = {
     "proxy": {"hidden": 64, "epochs": 30},
     "al": {"strategy": "margin", "initial": 10, "batch": 10, "rounds": 3},
     "oracle": {"name": "human", "price_per_label": 0.5},
-    "train": {"mode": "lp", "lp_epochs": 5, "ft_epochs": 1},
+    "train": {"mode": "lp"},
 }
 #: The flow, then the tasks its run must show.
 EXPECTED = ("labeling_cycle", "ingest_labels", "train_proxy", "select", "predict_labels", "export_batch")

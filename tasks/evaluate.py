@@ -12,6 +12,8 @@ from tasks._common import CACHE, RETRY
 
 
 @task(name="evaluate", cache_policy=CACHE, persist_result=True, **RETRY)
-def evaluate(model: dict[str, str], data: DataCfg, data_fingerprint: str, *, device: str) -> dict[str, Any]:
+def evaluate(
+    model: dict[str, str], data: DataCfg, data_fingerprint: str, *, device: str, progress: bool = False
+) -> dict[str, Any]:
     """``{"accuracy": ..., "n": ..., "seconds": ...}`` of the model file on the test split."""
-    return evaluate_saved_model(model["path"], data, device=device)
+    return evaluate_saved_model(model["path"], data, device=device, progress=progress)

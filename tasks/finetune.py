@@ -9,6 +9,7 @@ from prefect import task
 
 from alcore.config import DataCfg, TrainCfg
 from alcore.experiment import fine_tune_and_save
+from alcore.training import read_training_record
 from tasks._common import CACHE, GPU_TAG, RETRY, ref
 
 
@@ -27,8 +28,10 @@ def fine_tune(
     out: str,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune from the encoder file on ``ids``; writes the model to ``out``; returns ref + seconds."""
+    """Fine-tune from the encoder file on ``ids``; writes the model to ``out``; returns ref, seconds,
+    the mode trained (``auto`` resolved) and its held-out evidence (also in the file's metadata)."""
     seconds = fine_tune_and_save(
         encoder["path"], data, ids, labels, train, mode=mode, seed=seed, device=device, progress=progress, out=out
     )
-    return {"model": ref(out), "seconds": seconds}
+    record = read_training_record(out)
+    return {"model": ref(out), "seconds": seconds, "mode": record.get("mode", mode), "evidence": record}

@@ -20,9 +20,16 @@ from tasks._common import CACHE
 
 
 @task(name="ingest_labels", cache_policy=NO_CACHE)
-def ingest_labels(state_path: str, inbox: str, *, classes: list[str], from_name: str) -> list[dict[str, Any]]:
+def ingest_labels(state_path: str, inbox: str, *, classes: list[str], labeling: LabelingCfg) -> list[dict[str, Any]]:
     """Commit the valid rows of every annotation file in ``inbox``; one record per file."""
-    return ingest_inbox(state_path, inbox, classes=classes, from_name=from_name)
+    return ingest_inbox(
+        state_path,
+        inbox,
+        classes=classes,
+        from_name=labeling.from_name,
+        conflicts=labeling.conflicts,
+        settle_seconds=labeling.settle_seconds,
+    )
 
 
 @task(name="predict_labels", cache_policy=CACHE - "scorer", persist_result=True)

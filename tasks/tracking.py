@@ -67,6 +67,17 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int) -> None:
         MlflowClient().log_batch(run_id, metrics=ms)
 
 
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    """Set string tags (e.g. the training mode a network was chosen with)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
 def log_artifacts(run_id: str, paths: Iterable[str | Path]) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient

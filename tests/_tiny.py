@@ -15,7 +15,7 @@ TINY: dict[str, Any] = {
     "proxy": {"hidden": 64, "epochs": 30},
     "al": {"strategy": "margin", "initial": 10, "batch": 10, "rounds": 3},
     "oracle": {"price_per_label": 0.5},
-    "train": {"mode": "lp", "lp_epochs": 5, "ft_epochs": 1},
+    "train": {"mode": "lp", "ft_epochs": 1, "ft_min_steps": 2, "ft_max_steps": 2, "min_holdout": 4},
 }
 
 

@@ -62,3 +62,51 @@ def test_budget_larger_than_the_pool_fails_before_any_training(tmp_path):
     )
     assert r.returncode == 2 and "pool holds 1438" in r.stderr and "lower al.rounds" in r.stderr
     assert not (tmp_path / "models").exists() and not (tmp_path / "runs").exists()
+
+
+def test_every_command_line_mistake_is_one_line_with_a_suggestion(capsys):
+    for argv, needle in (
+        (["lst"], "No such command 'lst'. Did you mean 'list'?"),
+        (["run", "--sett", "al.rounds=3"], "No such option: --sett (Possible options: --set, --stage)"),
+        (["label", "cyc"], "No such command 'cyc'. Did you mean 'cycle'?"),
+        (["show", "extra"], "unexpected extra argument"),
+        (["run", "--fresh=3"], "does not take a value"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err and len(err.splitlines()) == 1, err
+        assert err.startswith("error: ") and needle in err and "--help'" in err, err
+
+
+def test_the_installed_command_prints_no_traceback_either(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "alcore.cli", "lst"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: No such command 'lst'. Did you mean 'list'? Try 'alcore --help'."
+    ]
+
+
+def test_ui_prefect_points_its_pages_at_its_own_port(monkeypatch):
+    seen = {}
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")  # as the README exports it
+    monkeypatch.delenv("PREFECT_UI_API_URL", raising=False)
+    monkeypatch.setattr("os.execv", lambda exe, cmd: seen.setdefault("cmd", cmd))
+    assert main(["ui", "prefect", "--port", "4211"]) == 0
+    assert seen["cmd"][seen["cmd"].index("--port") + 1] == "4211"
+    import os
+
+    assert os.environ["PREFECT_UI_API_URL"] == "http://127.0.0.1:4211/api"
+
+
+def test_label_setup_prints_the_exact_set_up(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    params = ["--params", str(REPO / "params.yaml"), "--set", "oracle.name=human"]
+    assert main(["label", "setup", *params]) == 0
+    out = capsys.readouterr().out
+    assert "a stock Label Studio shows them, nothing to serve" in out and "label-config.xml" in out
+    assert main(["label", "setup", *params, "--set", "labeling.image_url=/data/local-files/?d={relpath}",
+                 "--set", "labeling.image_root=/srv/images"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/srv/images" in out
+    assert "Add Source Storage > Local files: Absolute local path /srv/images" in out
+    assert main(["label", "setup", *params, "--set", "labeling.image_url='{path}'"]) == 0
+    assert "There was an issue loading URL" in capsys.readouterr().out  # the warning, before anyone meets it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -107,9 +108,13 @@ def test_export_of_an_in_memory_pool_writes_pngs_once(tmp_path):
     files = o.export(Batch.unpredicted(1, ids))
     assert sorted(f.name for f in files) == ["batch-0001.csv", "batch-0001.labelstudio.json", "label-config.xml"]
     tasks = json.loads((tmp_path / "out" / "batch-0001.labelstudio.json").read_text())
-    for t, sid in zip(tasks, ids.tolist(), strict=True):
-        assert Path(t["data"]["image"]) == (tmp_path / "out" / "images" / f"{sid}.png").resolve()
-        assert Path(t["data"]["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((tmp_path / "out" / "batch-0001.csv").open()))
+    for t, row, sid in zip(tasks, rows, ids.tolist(), strict=True):
+        png = (tmp_path / "out" / "images" / f"{sid}.png").resolve()
+        # Label Studio gets the image itself (a stock server shows it); the CSV names the file
+        head, b64 = t["data"]["image"].split(",", 1)
+        assert head == "data:image/png;base64" and base64.b64decode(b64) == png.read_bytes()
+        assert Path(row["image"]) == png and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert '<Choice value="9"/>' in (tmp_path / "out" / "label-config.xml").read_text()
     before = {f: f.stat().st_mtime_ns for f in (tmp_path / "out").rglob("*") if f.is_file()}
     o.export(Batch.unpredicted(1, ids))
@@ -155,15 +160,15 @@ def test_csv_rows_are_checked_with_row_numbers(tmp_path):
             (110, "cat"),  # row 2: new
             (111, ""),  # row 3: not labeled yet
             (100, "cat"),  # row 4: committed before with the same label: no-op
-            (101, "eel"),  # row 5: committed before as dog: conflict
+            (101, "eel"),  # row 5: committed before as dog: a correction
             (112, "bird"),  # row 6: not a class
             (999, "cat"),  # row 7: not in the pool
             (140, "dog"),  # row 8: in the pool, never asked for
             ("1x", "dog"),  # row 9: not an integer
             (113, "dog"),  # row 10
-            (113, "eel"),  # row 11: conflicts with row 10
+            (113, "eel"),  # row 11: disagrees with row 10
             (114, "dog"),  # row 12
-            (114, "dog"),  # row 13: repeats row 12
+            (114, "dog"),  # row 13: agrees with row 12: counted once
             ("", "dog"),  # row 14: no id
             (105, " eel "),  # row 15: a late label of batch 1, spaces stripped
         ],
@@ -176,14 +181,18 @@ def test_csv_rows_are_checked_with_row_numbers(tmp_path):
         file="a.csv",
     )
     assert dict(zip(res.ids.tolist(), res.labels.tolist(), strict=True)) == {110: 0, 114: 1, 105: 2}
+    assert res.fixed_ids.tolist() == [101] and res.fixed_labels.tolist() == [2]
+    assert res.corrections == [
+        "row 5: sample 101 corrected from 'dog' to 'eel' (labeled in round 1, which it keeps; not paid again)"
+    ]
     assert res.already == 1 and res.unanswered == 1
     rows = [p.split(":")[0] for p in res.problems]
-    assert rows == ["row 5", "row 6", "row 7", "row 8", "row 9", "row 10", "row 11", "row 13", "row 14"]
+    assert rows == ["row 6", "row 7", "row 8", "row 9", "row 10", "row 11", "row 14"]
     msg = res.message()
-    assert "9 row(s) not imported" in msg and "3 new label(s) committed" in msg and "Fix:" in msg
-    assert "labeled 'dog' already (round 1); this row says 'eel'" in msg
+    assert "7 row(s) not imported" in msg and "3 new label(s) committed" in msg and "1 corrected" in msg
+    assert "sample 113: annotators disagree (row 10: 'dog', row 11: 'eel')" in msg and "labeling.conflicts" in msg
     assert "'bird' is not a class" in msg and "unknown sample id 999" in msg and "was not asked for" in msg
-    with pytest.raises(LabelImportError, match="row 5"):
+    with pytest.raises(LabelImportError, match="row 6"):
         res.raise_for_problems()
 
 
@@ -219,11 +228,12 @@ def test_label_studio_json_export(tmp_path):
     )
     assert dict(zip(res.ids.tolist(), res.labels.tolist(), strict=True)) == {110: 1, 112: 2, 114: 1}
     assert [p.split(":")[0] for p in res.problems] == [
-        "task 4 (Label Studio id 113)",
+        "task 4 (Label Studio id 113), annotation 1000",
+        "task 4 (Label Studio id 113), annotation 1001",
         "task 6 (Label Studio id 115)",
         "task 8",
     ]
-    assert "disagree" in res.problems[0] and "labeling.from_name" in res.problems[1]
+    assert "disagree" in res.problems[0] and "labeling.from_name" in res.problems[2]
     assert res.unanswered == 2
 
 
@@ -290,7 +300,7 @@ def test_ingest_commits_pays_moves_and_is_idempotent(tmp_path):
     write_csv(inbox / "a.csv", [(110, "dog"), (111, "cat"), (140, "cat")])
     (inbox / ".hidden.csv").write_text("x")
     (inbox / "copying.csv.part").write_text("x")
-    recs = ingest_inbox(state, inbox, classes=CLASSES)
+    recs = ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
     assert [(r["file"], r["committed"], r["rejected"]) for r in recs] == [("a.csv", 2, 1)]
     assert "row 4: sample 140 was not asked for" in recs[0]["message"]
     st_ = ExperimentState.load(state)
@@ -303,7 +313,7 @@ def test_ingest_commits_pays_moves_and_is_idempotent(tmp_path):
     assert "row 4" in (inbox / "done" / (done.name + ".problems.txt")).read_text()
     # the same answers again, and one more: only the new one is paid for
     write_csv(inbox / "b.csv", [(110, "dog"), (111, "cat"), (112, "eel")])
-    (rec,) = ingest_inbox(state, inbox, classes=CLASSES)
+    (rec,) = ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
     assert (rec["committed"], rec["already"], rec["rejected"], rec["message"]) == (1, 2, 0, None)
     st_ = ExperimentState.load(state)
     assert st_.ledger.totals()["labels"] == 8 == st_.labels.n_labeled
@@ -324,10 +334,10 @@ def test_ingest_interrupted_before_the_move_commits_nothing_twice(tmp_path, monk
 
     monkeypatch.setattr(alcore.labeling, "_move_done", crash)
     with pytest.raises(KeyboardInterrupt):
-        ingest_inbox(state, inbox, classes=CLASSES)
+        ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
     assert ExperimentState.load(state).labels.n_labeled == 7 and (inbox / "a.csv").exists()
     monkeypatch.undo()
-    (rec,) = ingest_inbox(state, inbox, classes=CLASSES)
+    (rec,) = ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
     assert (rec["committed"], rec["already"]) == (0, 2)
     st_ = ExperimentState.load(state)
     assert st_.labels.n_labeled == 7 == st_.ledger.totals()["labels"] and not (inbox / "a.csv").exists()
@@ -339,7 +349,7 @@ def test_an_unreadable_file_is_reported_and_moved(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "bad.csv").write_bytes(b"\xff\xfe\x00garbage")
-    (rec,) = ingest_inbox(state, inbox, classes=CLASSES)
+    (rec,) = ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
     assert rec["committed"] == 0 and "NUL byte" in rec["message"]
     assert ExperimentState.load(state).labels.n_labeled == 5
 
@@ -359,7 +369,7 @@ def test_query_exports_and_answers_what_was_labeled(tmp_path):
     b = o.query(ids)
     assert b.ids.tolist() == [int(rows[0]["sample_id"])] and b.labels.tolist() == [4]
     write_csv(inbox / "y.csv", [(rows[0]["sample_id"], "5")])
-    with pytest.raises(LabelImportError, match="conflicting"):
+    with pytest.raises(LabelImportError, match="annotators disagree"):
         o.query(ids)
 
 
@@ -374,7 +384,8 @@ ROWS = st.lists(st.tuples(IDS, LABELS), max_size=25)
 
 
 def _expected(rows, labels: LabelState, requested: set[int]):
-    """An independent model of check_annotations: (commit {id: label}, already, problems, unanswered)."""
+    """An independent model of check_annotations (conflicts=refuse):
+    (commit {id: label}, corrections {id: label}, already, problems, unanswered)."""
     idx = {c: i for i, c in enumerate(CLASSES)}
     firsts: dict[int, list[int]] = {}
     problems = unanswered = 0
@@ -390,22 +401,22 @@ def _expected(rows, labels: LabelState, requested: set[int]):
             problems += 1
             continue
         firsts.setdefault(v, []).append(idx[lab])
-    commit, already = {}, 0
+    commit, corrections, already = {}, {}, 0
     for v, ls in firsts.items():
-        if len(set(ls)) > 1:
+        if len(set(ls)) > 1:  # disagreeing rows: all refused
             problems += len(ls)
             continue
-        problems += len(ls) - 1
+        # agreeing rows count once
         if labels.round_of(np.array([v]))[0]:
             if labels.labels_of(np.array([v]))[0] == ls[0]:
                 already += 1
             else:
-                problems += 1
+                corrections[v] = ls[0]
         elif v in requested:
             commit[v] = ls[0]
         else:
             problems += 1
-    return commit, already, problems, unanswered
+    return commit, corrections, already, problems, unanswered
 
 
 def _write(path: Path, rows, fmt: str) -> None:
@@ -437,7 +448,7 @@ def test_generated_rows_commit_exactly_the_valid_ones(rows, fmt):
             parsed = read_annotations(inbox / f"answers.{fmt}")
         except LabelImportError:
             parsed = None
-        (rec,) = ingest_inbox(state, inbox, classes=CLASSES)
+        (rec,) = ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
         after = ExperimentState.load(state)
         new = {
             int(i): int(c)
@@ -452,19 +463,21 @@ def test_generated_rows_commit_exactly_the_valid_ones(rows, fmt):
             )
         }
         committed = {k: v for k, v in new.items() if k not in old}
-        assert {k: new[k] for k in old} == old  # nothing committed before changed
         assert after.ledger.totals()["labels"] == len(new)  # paid exactly for what is labeled
+        assert after.ledger.check_paid(after.labels.counts_per_round()) is None  # each in its round
         event(f"{fmt}: " + ("refused whole" if parsed is None else "some committed" if committed else "none committed"))
-        if parsed is None:  # refused whole: nothing committed
-            assert committed == {} and rec["rejected"] == 1
+        if parsed is None:  # refused whole: nothing committed, nothing changed
+            assert committed == {} and rec["rejected"] == 1 and {k: new[k] for k in old} == old
             return
-        answered = sum(r.label is not None or r.problem is not None for r in parsed)
-        assert rec["committed"] + rec["already"] + rec["rejected"] == answered  # every row accounted for once
         model_rows = [(r.sample_id, r.label) for r in parsed if r.problem is None]
-        want, already, problems, _ = _expected(model_rows, before.labels, set(range(105, 120)))
-        assert committed == want and rec["already"] == already
+        want, fixed, already, problems, _ = _expected(model_rows, before.labels, set(range(105, 120)))
+        assert {k: new[k] for k in old} == {**old, **fixed}  # only corrections change what was committed
+        assert committed == want and rec["already"] == already and rec["corrected"] == len(fixed)
         assert rec["rejected"] == problems + sum(r.problem is not None for r in parsed)
         assert set(committed) <= set(range(105, 120))
+        rounds = {int(i): int(r) for i, r in zip(after.labels.pool_ids, after.labels.labeled_round, strict=True)}
+        assert all(rounds[k] == before.labels.round_of(np.array([k]))[0] for k in fixed)  # corrections keep rounds
+        assert [c["id"] for c in after.labeling.corrections] == list(fixed)
 
 
 BAD_BYTES = st.sampled_from([b"\xff", b"\xc3\x28", b"\x00", b"\xe9", b"\xed\xa0\x80", b"\x80\x80"])
@@ -510,7 +523,7 @@ def test_corrupted_files_never_crash_and_never_commit_garbage(rows, fmt, corrupt
         inbox = Path(d) / "inbox"
         inbox.mkdir()
         os.replace(f, inbox / f.name)
-        ingest_inbox(state, inbox, classes=CLASSES)
+        ingest_inbox(state, inbox, classes=CLASSES, settle_seconds=0)
         after = ExperimentState.load(state)
         after.labels.check_invariants()
         assert after.ledger.totals()["labels"] == after.labels.n_labeled

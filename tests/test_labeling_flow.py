@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import yaml
 
 from alcore.config import parse_params
 from alcore.datasets import load_dataset
-from alcore.errors import ConfigError, ExperimentLockedError, LabelImportError
+from alcore.errors import ConfigError, ExperimentLockedError
 from alcore.experiment import ExperimentState, experiment_lock
 from alcore.layout import Layout
 from tests._tiny import copy_stages, tiny
@@ -21,8 +22,14 @@ pytestmark = pytest.mark.integration
 PRICE = 0.5
 
 
-def human(name: str, **al) -> dict:
-    return tiny(experiment={"name": name}, oracle={"name": "human"}, al={"rounds": 3, **al})
+def human(name: str, labeling: dict | None = None, **al) -> dict:
+    # the answer files are written just before each cycle: no need to wait for them to settle
+    return tiny(
+        experiment={"name": name},
+        oracle={"name": "human"},
+        al={"rounds": 3, **al},
+        labeling={"settle_seconds": 0, **(labeling or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +111,7 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     assert tasks[0]["predictions"][0]["result"][0]["value"]["choices"] == [rows2[0]["predicted"]]
 
     # a file with mistakes: the good rows count, the bad ones come back with row numbers, and the
-    # cycle still goes on (the run fails at the end, so the problem shows in the UI)
+    # cycle goes on and completes (the refused rows are in its result, its log and the CLI's exit status)
     bad = [{**r} for r in rows2] + [
         {"sample_id": "999999", "image": "", "predicted": "", "confidence": "", "label": "3"}
     ]
@@ -117,10 +124,9 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     (project / "params.yaml").write_text(yaml.safe_dump(human("people")))
     assert main(["label", "check", str(path)]) == 2  # what the file would do, without committing it
     out = capsys.readouterr()
-    assert "9 new label(s), 0 known" in out.out and "row 4: label 'cat' is not a class" in out.err
-    with pytest.raises(LabelImportError) as e:
-        labeling_cycle(p, root=str(project))
-    msg = str(e.value)
+    assert "9 new label(s), 0 correction(s), 0 known" in out.out and "row 4: label 'cat' is not a class" in out.err
+    out = labeling_cycle(p, root=str(project))
+    (msg,) = out["refused"]
     assert "row 4: label 'cat' is not a class" in msg and "row 12: unknown sample id 999999" in msg
     st = ExperimentState.load(L.state("people"))
     assert st.labels.n_labeled == 19 and st.labeling.open_batch.round == 2  # 9 good rows in, one open
@@ -129,7 +135,10 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     assert main(["label", "status"]) == 0
     status = capsys.readouterr().out
     assert "open batch 2: 9/10 labeled; 1 requested id(s) await labels" in status
-    assert "second.csv: 9 committed, 0 known, 2 refused" in status and "row 12: unknown sample id 999999" in status
+    assert (
+        "second.csv: 9 committed, 0 corrected, 0 known, 2 refused" in status
+        and "row 12: unknown sample id 999999" in status
+    )
 
     # the fixed row, then batch 3, then the final network
     fix = [r for r in rows2 if r["sample_id"] == text[3].split(",")[0]]
@@ -139,8 +148,27 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     out = labeling_cycle(p, root=str(project))
     assert out["did"].startswith("all 3 rounds labeled; final network") and out["finished"]
     assert labeling_cycle(p, root=str(project))["did"] == "finished"
+    st = ExperimentState.load(L.state("people"))
+    paid, trained = st.ledger.totals()["label_usd"], st.final
+
+    # a reviewer fixes a label in Label Studio after the final network: the fix is accepted (its round
+    # kept, nothing paid), the final network is trained again, and so is it when the fix is undone
+    sid = int(st.labels.labeled_ids[0])
+    rnd = int(st.labels.round_of(np.array([sid]))[0])
+    right = truth[sid]
+    wrong = next(c for c in sorted(set(truth.values())) if c != right)
+    for label, file in ((wrong, "review.csv"), (right, "review-undone.csv")):
+        answer_csv(project, "people", {sid: label}, [{"sample_id": str(sid), "image": "", "label": ""}], file)
+        out = labeling_cycle(p, root=str(project))
+        assert out["did"].startswith("all 3 rounds labeled; final network") and out["refused"] == []
+        assert out["imports"][0]["corrected"] == 1 and out["label_usd"] == pytest.approx(paid)
+        assert ExperimentState.load(L.state("people")).final["labels_digest"] != trained.get("labels_digest")
+        trained = ExperimentState.load(L.state("people")).final
+    assert labeling_cycle(p, root=str(project))["did"] == "finished"
 
     st = ExperimentState.load(L.state("people"))
+    assert [(c["id"], c["round"]) for c in st.labeling.corrections] == [(sid, rnd), (sid, rnd)]
+    assert st.labels.round_of(np.array([sid]))[0] == rnd  # the round it was bought in, kept
     assert st.labels.n_labeled == 30 == st.ledger.totals()["labels"]
     assert st.ledger.totals()["label_usd"] == pytest.approx(30 * PRICE)
     assert [r["labels"] for r in st.ledger.rows()] == [0, 10, 10, 10]
@@ -153,7 +181,7 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
 def test_min_fraction_moves_on_and_late_labels_are_still_welcome(project):
     from flows.labeling import labeling_cycle
 
-    p = parse_params(human("partial", **{"rounds": 3}) | {"labeling": {"min_fraction": 0.5}})
+    p = parse_params(human("partial", labeling={"min_fraction": 0.5}, rounds=3))
     truth = truth_of(p)
     labeling_cycle(p, root=str(project))
     _, rows1 = open_job(project, "partial")
@@ -182,6 +210,25 @@ def test_a_second_run_on_the_same_experiment_refuses(project):
         with pytest.raises(ExperimentLockedError, match="Another run holds the experiment in .*locked.*Fix: wait"):
             labeling_cycle(p, root=str(project))
     assert state.read_bytes() == before
+
+
+def test_a_refusal_reaches_the_user_as_one_line_with_the_traceback_in_a_log(project, monkeypatch, capfd):
+    from alcore.cli import main
+
+    monkeypatch.chdir(project)
+    (project / "params.yaml").write_text(yaml.safe_dump(human("refused")))
+    assert main(["label", "cycle"]) == 0
+    capfd.readouterr()
+    with experiment_lock(Layout(project).run_dir("refused")):
+        assert main(["label", "cycle"]) == 2
+    out = capfd.readouterr()
+    err = out.err + out.out
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[0].startswith("error: Another run holds the experiment") and "Fix: wait" in lines[0], err
+    log = Path(os.environ["PREFECT_HOME"]) / "alcore-errors.log"
+    assert lines[1] == f"(the traceback is in {log})" and len(lines) == 2, err
+    assert "Traceback" in log.read_text() and "ExperimentLockedError" in log.read_text()
 
 
 def test_oracles_and_flows_must_match(project):
@@ -213,12 +260,17 @@ def test_your_own_unlabeled_images(tmp_path, prefect_harness):
             rows.append(f"{rel},{'' if split == 'pool' else digits.classes[y]},{split}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     classes = list(digits.classes)
-    d = human("mine", initial=5, batch=5, rounds=2) | {
+    d = human(
+        "mine",
+        labeling={"image_url": "/data/local-files/?d={relpath}", "image_root": str(tmp_path)},
+        initial=5,
+        batch=5,
+        rounds=2,
+    ) | {
         "data": {
             "name": "image_folder",
             "params": {"root": str(root), "manifest": str(root / "manifest.csv"), "classes": classes},
         },
-        "labeling": {"image_url": "/data/local-files/?d={relpath}", "image_root": str(tmp_path)},
     }
     p = parse_params(d)
     data = load_dataset("image_folder", **d["data"]["params"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from alcore.config import parse_params
+from alcore.errors import ConfigError
 from alcore.experiment import ExperimentState
 from alcore.features import read_features
 from alcore.layout import Layout
@@ -17,12 +18,12 @@ from tests._tiny import tiny
 pytestmark = pytest.mark.integration
 
 
-def _params(name, pipeline, **al):
+def _params(name, pipeline, train=None, **al):
     return parse_params(
         tiny(
             experiment={"name": name},
             al={"pipeline": pipeline, "rounds": 3, **al},
-            train={"mode": "auto", "auto_threshold": 25, "lp_epochs": 3, "ft_epochs": 1},
+            train={"mode": "auto", **(train or {})},
         )
     )
 
@@ -38,15 +39,17 @@ def root(tmp_path_factory, prefect_harness):
     return root
 
 
-def test_auto_mode_switches_at_the_threshold():
-    assert resolve_mode("auto", 24, 25) == "lpft" and resolve_mode("auto", 25, 25) == "ft"
-    assert resolve_mode("lp", 10_000, 25) == "lp"
+def test_resolve_mode_checks_and_leaves_auto_to_the_evidence():
+    assert resolve_mode("auto") == "auto" and resolve_mode("lp") == "lp"
+    with pytest.raises(ConfigError, match="auto, lp"):
+        resolve_mode("finetune")
 
 
 def test_asvp_realigns_into_new_feature_files_and_keeps_the_labels(root):
     from flows.active_learning import active_learning
 
-    s = active_learning(_params("asvp", "asvp", trigger="every_round"), root=str(root))
+    unguarded = {"mode": "lpft", "holdout": 0}  # the encoder always moves
+    s = active_learning(_params("asvp", "asvp", unguarded, trigger="every_round"), root=str(root))
     st = ExperimentState.load(Layout(root).state("asvp"))
     assert s["labels"] == 30 and st.labels.n_labeled == 30
     assert len(st.versions) == 3  # v0 + a realignment after rounds 1 and 2 (never after the last)
@@ -60,6 +63,20 @@ def test_asvp_realigns_into_new_feature_files_and_keeps_the_labels(root):
     assert "last round" in st.records[3]["trigger"]["reason"]
     t = st.ledger.totals()
     assert t["seconds_fine_tuning"] > 0 and t["seconds_reextraction"] > 0 and t["seconds_extraction"] > 0
+
+
+def test_asvp_keeps_its_features_when_fine_tuning_loses_to_the_probe(root):
+    from flows.active_learning import active_learning
+
+    wrecked = {"mode": "ft", "backbone_lr": 5.0, "head_lr": 5.0}  # loses to the probe on held-out labels
+    active_learning(_params("asvp-lp", "asvp", wrecked, trigger="every_round"), root=str(root))
+    st = ExperimentState.load(Layout(root).state("asvp-lp"))
+    assert len(st.versions) == 1  # nothing re-extracted: the encoder did not move
+    for r in (1, 2):
+        assert st.records[r]["trigger"]["fired"] and not st.records[r]["trigger"]["reextracted"]
+        assert st.records[r]["networks"][0]["mode"] == "lp"
+    t = st.ledger.totals()
+    assert t["seconds_fine_tuning"] > 0 and t["seconds_reextraction"] == 0
 
 
 def test_asvp_with_trigger_never_selects_like_svpp(root):
@@ -82,7 +99,12 @@ def test_standard_fine_tunes_and_scores_every_round(root):
     assert rows[1]["seconds_fine_tuning"] == 0  # round 1 is random
     assert rows[2]["seconds_fine_tuning"] > 0 and rows[3]["seconds_fine_tuning"] > 0
     assert rows[2]["seconds_scoring"] > 0 and rows[3]["seconds_proxy_training"] == 0
-    assert st.final["mode"] == "ft"  # 30 labels >= auto_threshold 25
+    # auto chose on held-out labels; the choice and its evidence are in the state, per round and final
+    ev = st.final["evidence"]
+    assert st.final["mode"] == ev["mode"] in ("lp", "lpft", "ft") and ev["requested"] == "auto"
+    assert set(ev["candidates"]) == {"lp", "lpft", "ft"} and ev["held_out"] >= 4
+    nets = st.records[3]["networks"]  # round 3 selected with a network fine-tuned on round 2's 20 labels
+    assert [n["labels"] for n in nets] == [20] and nets[0]["evidence"]["requested"] == "auto"
 
 
 def test_compare_writes_tables_plots_and_ratios(root):
@@ -90,7 +112,7 @@ def test_compare_writes_tables_plots_and_ratios(root):
 
     p = parse_params(
         {
-            **tiny(experiment={"name": "cmp"}, al={"rounds": 2}, train={"mode": "lp", "lp_epochs": 3}),
+            **tiny(experiment={"name": "cmp"}, al={"rounds": 2}, train={"mode": "lp"}),
             "compare": {"pipelines": ["standard", "svpp"], "strategies": ["margin"], "seeds": [0, 1]},
         }
     )

@@ -72,7 +72,8 @@ def test_alcore_ui_binds_127_0_0_1(which, monkeypatch):
 
 def test_alcore_serve_starts_no_web_server(monkeypatch, tmp_path):
     """serve() only polls the Prefect API; Prefect's optional runner web server stays off (and its
-    host setting is the loopback one)."""
+    host setting is the loopback one). What a running serve listens on (Prefect's loopback control
+    channel, nothing else) is checked against a real server in tests/test_serve.py."""
     import flows.labeling
     from alcore.config import parse_params
     from tests._tiny import tiny

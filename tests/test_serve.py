@@ -65,6 +65,22 @@ def test_served_cycle_runs_when_triggered_and_on_its_cron_schedule(tmp_path, tin
         serve_and_check(api, tmp_path, tiny_stages)
 
 
+def listening(pid: int) -> list[str]:
+    """The TCP ports that process ``pid`` and its children listen on, as ``"PID NAME IP:PORT"``."""
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    out = []
+    for p in procs:
+        try:
+            conns = p.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        out += [f"{p.pid} {p.name()} {c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == psutil.CONN_LISTEN]
+    return out
+
+
 def serve_and_check(api: str, tmp_path: Path, tiny_stages: Path) -> None:
     root = copy_stages(tiny_stages, tmp_path / "project")
     d = tiny(experiment={"name": "served"}, oracle={"name": "human"})
@@ -97,6 +113,10 @@ def serve_and_check(api: str, tmp_path: Path, tiny_stages: Path) -> None:
             return fr if fr["state_type"] == "COMPLETED" else None
 
         wait_for("the triggered run", lambda: finished(run["id"]), 300)
+        # what the README says: no web server; Prefect's runner listens on one loopback port of its
+        # own (its token-authenticated control channel to the flow-run processes it starts)
+        ports = listening(serve.pid)
+        assert len(ports) <= 1 and all(" 127.0.0.1:" in p for p in ports), ports
         st = ExperimentState.load(Layout(root).state("served"))
         assert st.labeling.open_batch.round == 1
         assert (Layout(root).outbox("served") / "batch-0001.csv").is_file()

@@ -305,15 +305,28 @@ def check_classes(dataset: str, classes: Any) -> list[str] | None:
 
 
 @register_dataset("npz")
-def npz(*, path: str, classes: list[str] | None = None) -> Dataset:
+def npz(*, path: str, classes: list[str] | None = None, labels: str = "index") -> Dataset:
     """Any ``.npz`` holding ``train_x``, ``train_y``, ``test_x``, ``test_y``.
 
     ``*_x`` are uint8 ``(N, H, W)`` or ``(N, H, W, C)`` with C in 1, 3, 4 (the same image shape
-    in both splits); ``*_y`` are ``(N,)`` integer labels in ``[0, C)`` where C is
-    ``len(classes)`` if given, else max label + 1 over both splits (classes then "0".."C-1").
-    Labels are never remapped. ids: pool 0..N-1, test N..N+M-1.
+    in both splits); ``*_y`` are ``(N,)`` integer labels.
+
+    ``labels="index"`` (default): labels are class indices in ``[0, C)``, C = ``len(classes)`` if
+    given, else max label + 1 over both splits (classes then "0".."C-1"); a class no image has is
+    warned about. ``labels="values"``: the distinct label values present (both splits) are the
+    classes, in increasing order, named by their value (or by ``classes``, one name per value), and
+    each label is mapped onto its index: EMNIST letters' 1..26 become 26 classes "1".."26", not 27
+    with an empty "0". ids: pool 0..N-1, test N..N+M-1.
     """
     classes = check_classes("npz", classes)
+    if labels not in ("index", "values"):
+        raise ConfigError(
+            problem(
+                f"Dataset 'npz': labels={labels!r}",
+                allowed="index (labels are class indices 0..C-1) or values (the label values present are the classes)",
+                fix="set data.params.labels",
+            )
+        )
     p = Path(path).expanduser()
     allowed = "an .npz with arrays " + ", ".join(_NPZ_KEYS)
     if not p.is_file():
@@ -374,6 +387,20 @@ def npz(*, path: str, classes: list[str] | None = None) -> Dataset:
     y_train = arrays["train_y"].astype(np.int64)
     y_test = arrays["test_y"].astype(np.int64)
     both = np.concatenate([y_train, y_test])
+    if labels == "values":
+        values = np.unique(both)
+        if classes is not None and len(classes) != len(values):
+            raise DataError(
+                problem(
+                    f"Dataset 'npz': {len(classes)} class names for the {len(values)} label values in {str(p)!r} "
+                    f"({values[:10].tolist()}{', ...' if len(values) > 10 else ''})",
+                    allowed="one name per distinct label value, in increasing order of value",
+                    fix="fix data.params.classes, or leave it out (the values become the names)",
+                )
+            )
+        y_train, y_test = np.searchsorted(values, y_train), np.searchsorted(values, y_test)
+        classes = classes if classes is not None else [str(v) for v in values.tolist()]
+        both = np.concatenate([y_train, y_test])
     n_classes = len(classes) if classes is not None else int(both.max(initial=-1)) + 1
     bad = (both < 0) | (both >= n_classes)
     if bad.any():

@@ -42,15 +42,38 @@ def read_images(paths: Sequence[str], size: int) -> np.ndarray:
             with Image.open(p) as im:
                 rgb = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
                 out[i] = np.asarray(rgb, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DataError(
-                problem(
-                    f"Cannot read image {str(p)!r}: {e}",
-                    allowed="files PIL can open (png, jpg, bmp, webp, ...)",
-                    fix="replace or remove the file",
-                )
-            ) from e
+        except image_errors() as e:
+            raise image_error(p, e) from e
     return out
+
+
+def image_errors() -> tuple[type[BaseException], ...]:
+    """What reading an image file may raise; :func:`image_error` turns each into a clear message."""
+    from PIL import Image
+
+    # DecompressionBombError is no OSError: a 400-megapixel file would escape a plain except
+    return (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError)
+
+
+def image_error(path: str | Path, err: BaseException) -> DataError:
+    """The one message for an image file that cannot be read (truncated, not an image, too big)."""
+    from PIL import Image
+
+    if isinstance(err, Image.DecompressionBombError | MemoryError):
+        return DataError(
+            problem(
+                f"Cannot read image {str(path)!r}: it is too large to decode safely ({err})",
+                allowed=f"images up to {Image.MAX_IMAGE_PIXELS * 2} pixels (PIL's guard against decompression bombs)",
+                fix="scale the file down (e.g. to a few thousand pixels a side), or remove it",
+            )
+        )
+    return DataError(
+        problem(
+            f"Cannot read image {str(path)!r}: {err}",
+            allowed="files PIL can open (png, jpg, bmp, webp, ...)",
+            fix="replace or remove the file",
+        )
+    )
 
 
 def path_id(relative_posix_path: str) -> int:

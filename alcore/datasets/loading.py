@@ -350,6 +350,20 @@ def validate_dataset(ds: Dataset) -> None:
             )
     if ds.n_classes == 0:
         raise DataError(problem(f"Dataset {ds.name!r} has no classes", fix="check the data source"))
+    seen = np.concatenate([ds.pool.labels[ds.pool.labels >= 0], ds.test.labels])
+    empty = np.setdiff1d(np.arange(ds.n_classes), seen)
+    if empty.size:
+        import warnings
+
+        names = ", ".join(repr(ds.classes[i]) for i in empty[:10].tolist()) + (", ..." if empty.size > 10 else "")
+        warnings.warn(
+            f"Dataset {ds.name!r}: {empty.size} of its {ds.n_classes} classes have no image ({names}): a model "
+            "would learn a class that never occurs. If the labels do not start at 0 (EMNIST letters run 1..26), "
+            "pass data.params.labels=values (npz) to map the label values present onto the classes; otherwise "
+            "check the labels and the class list",
+            UserWarning,
+            stacklevel=2,
+        )
     all_ids = np.concatenate([ds.pool.ids, ds.test.ids])
     uniq, counts = np.unique(all_ids, return_counts=True)
     if len(uniq) != len(all_ids):
