@@ -623,7 +623,11 @@ def main() -> None:
                 for side in args.sides:
                     if side != "ours" and side not in PEERS[name]:
                         continue
-                    smaller = [res["peers"].get(f"{name}@{m}", {}).get(side, {}) for m in args.sizes if m < n]
+                    smaller = [  # this run's sizes and earlier runs' alike
+                        r.get(side, {})
+                        for k, r in res["peers"].items()
+                        if k.startswith(f"{name}@") and int(k.split("@")[1]) < n
+                    ]
                     if any("error" in r for r in smaller):
                         row[side] = {"error": "not run: failed at a smaller size"}
                         continue
