@@ -72,6 +72,69 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except AlcoreError as e:
         _fail(e)
+    except Exception as e:
+        hint = prefect_startup_hint(e)
+        if hint is None:
+            raise
+        typer.secho(f"error: {hint}", fg=typer.colors.RED, err=True)
+        log = _keep_traceback(e)
+        if log is not None:
+            typer.echo(f"(the traceback is in {log})", err=True)
+        raise typer.Exit(code=2) from None
+
+
+def prefect_startup_hint(err: BaseException) -> str | None:
+    """What to set when Prefect's API could not be reached in time, or None for any other error.
+
+    Without ``PREFECT_API_URL`` every command starts a temporary Prefect server; on a busy machine it
+    can take minutes to answer (measured: 354 s and 524 s), and Prefect then raises a bare
+    ``RuntimeError`` or an ``httpx`` timeout with a long traceback. The state is saved after every
+    step, so the same command run again resumes.
+    """
+    startup = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "20")
+    request = os.environ.get("PREFECT_API_REQUEST_TIMEOUT", "60")
+    api = os.environ.get("PREFECT_API_URL")
+    rerun = "then run the same command again (it resumes where it stopped)"
+    server = "or run one server for every command: `uv run prefect server start` in another terminal and `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+    text = str(err)
+    if isinstance(err, RuntimeError) and "ephemeral Prefect API server" in text:
+        return (
+            f"Prefect's temporary API server did not start within {startup} s (a busy machine?). "
+            f"Fix: set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600 (now {startup}), {server}; {rerun}."
+        )
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - httpx comes with Prefect
+        return None
+    if isinstance(err, httpx.TimeoutException | httpx.ConnectError):
+        where = f"the Prefect API at {api}" if api else "Prefect's temporary API server"
+        what = "did not answer in time" if isinstance(err, httpx.TimeoutException) else "refused the connection"
+        fix = (
+            f"set PREFECT_API_REQUEST_TIMEOUT=300 (now {request})"
+            + ("" if api else f" and PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600 (now {startup})")
+            + (
+                f", and check that the server at {api} is running (`uv run prefect server start`)"
+                if api
+                else f", {server}"
+            )
+        )
+        return f"{where} {what} ({type(err).__name__}: {text or 'no detail'}). Fix: {fix}; {rerun}."
+    return None
+
+
+def _keep_traceback(err: BaseException) -> Path | None:
+    """Append ``err``'s traceback to Prefect's errors log (flows._env.ERRORS_LOG); its path."""
+    import traceback
+
+    home = Path(os.environ.get("PREFECT_HOME", Path.cwd() / ".prefect"))
+    path = home / "alcore-errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write("".join(traceback.format_exception(err)) + "\n")
+    except OSError:
+        return None
+    return path
 
 
 @app.command()

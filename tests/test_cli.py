@@ -110,3 +110,44 @@ def test_label_setup_prints_the_exact_set_up(tmp_path, monkeypatch, capsys):
     assert "Add Source Storage > Local files: Absolute local path /srv/images" in out
     assert main(["label", "setup", *params, "--set", "labeling.image_url='{path}'"]) == 0
     assert "There was an issue loading URL" in capsys.readouterr().out  # the warning, before anyone meets it
+
+
+def test_prefect_server_too_slow_to_start_ends_in_what_to_set(tmp_path):
+    """A temporary Prefect server that misses its start-up time (minutes on a busy machine) ends in
+    one line naming the settings, not Prefect's traceback; nothing half-written."""
+    import os
+
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
+    env.pop("PREFECT_API_URL", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "alcore.cli", "run", "--params", str(REPO / "params.yaml"), "--stage", "prepare"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    err = r.stderr
+    assert "Traceback" not in err, err
+    assert "did not start within 0 s" in err and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600" in err
+    assert "PREFECT_API_URL" in err and "run the same command again" in err
+    log = Path(env["PREFECT_HOME"]) / "alcore-errors.log"
+    assert f"(the traceback is in {log})" in err and "ephemeral Prefect API server" in log.read_text()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_prefect_api_timeouts_name_the_setting(monkeypatch):
+    import httpx
+
+    from alcore.cli import prefect_startup_hint
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_API_REQUEST_TIMEOUT", "60")
+    hint = prefect_startup_hint(httpx.ReadTimeout("timed out"))
+    assert "PREFECT_API_REQUEST_TIMEOUT=300 (now 60)" in hint and "temporary API server did not answer" in hint
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    hint = prefect_startup_hint(httpx.ConnectError("refused"))
+    assert "http://127.0.0.1:4200/api refused the connection" in hint and "prefect server start" in hint
+    assert prefect_startup_hint(RuntimeError("something else")) is None
+    assert prefect_startup_hint(ValueError("ephemeral Prefect API server")) is None
