@@ -198,9 +198,9 @@ def kmeans_large(
        clusters it forms (one O(M x d) pass: a free full-data half-step).
 
     Returns ``(k, d)`` float32 centres and ``(M,)`` int64 labels. Memory: the ``(s, d)`` subsample
-    plus O(M + k x d). Measured against scikit-learn's ``MiniBatchKMeans`` (batch 4096, the former
-    large-problem path) on EMNIST letters (124,800 x 784, k = 2,000): inertia 2.5% higher at
-    one-eighth of its time; with k = 500, within 1% (``bench/selection.py --kmeans-quality``).
+    plus O(M + k x d). ``bench/selection.py kmeans`` compares its seconds and inertia with
+    scikit-learn's ``MiniBatchKMeans`` (batch 4096, the former large-problem path) on EMNIST letters
+    and on the bench's blobs.
     """
     M = X.shape[0] if rows is None else int(rows.size)
     k = int(min(k, M))
