@@ -177,6 +177,7 @@ class ProxyMLP:
         random_state: int | np.random.Generator = 0,
         mc_dropout: float = 0.25,
         chunk: int = 65536,
+        consistent: bool = False,
     ) -> np.ndarray:
         """MC-dropout class probabilities ``(T, n, C)``, ``T = n_samples`` (Gal et al., "Deep
         Bayesian Active Learning with Image Data", ICML 2017).
@@ -192,6 +193,12 @@ class ProxyMLP:
             n_samples: T >= 1 dropout masks.
             random_state: int seed (or Generator, one draw) of the masks; same seed, same output.
             mc_dropout: rate used when ``dropout == 0``, in (0, 1).
+            consistent: one set of T masks ``(T, H)`` for every row ("consistent MC dropout",
+                Kirsch et al., BatchBALD, NeurIPS 2019: T networks drawn once and applied to the
+                whole pool) instead of a fresh mask per row and pass. Dropping hidden units of the
+                last layer's input is then a masked copy of its weights, so the T passes are one
+                ``(n, H) @ (H, T x C)`` product and ``T x H`` random numbers instead of
+                ``T x n x H``. Another random stream: other probabilities than the default.
         """
         if not isinstance(n_samples, int | np.integer) or isinstance(n_samples, bool) or n_samples < 1:
             raise ConfigError(problem(f"n_samples={n_samples!r}", "an int >= 1"))
@@ -204,10 +211,20 @@ class ProxyMLP:
         self._check_fitted(X)
         dev = next(self.net_.parameters()).device
         gen = torch.Generator(device=dev).manual_seed(int(random_state))
-        out = np.empty((int(n_samples), len(X), self.n_classes_), dtype=np.float32)
+        T, C = int(n_samples), self.n_classes_
+        out = np.empty((T, len(X), C), dtype=np.float32)
+        if consistent:
+            W, b = self.net_.fc2.weight, self.net_.fc2.bias  # (C, H), (C,)
+            keep = (torch.rand((T, W.shape[1]), generator=gen, device=dev) >= rate).to(W.dtype) / (1.0 - rate)
+            W_all = (keep[:, :, None] * W.T[None]).permute(1, 0, 2).reshape(W.shape[1], T * C)  # (H, T x C)
+            for s in range(0, len(X), chunk):
+                h = self.net_.embed(torch.tensor(X[s : s + chunk], device=dev))
+                p = torch.softmax((h @ W_all).view(len(h), T, C) + b, dim=2)
+                out[:, s : s + len(h)] = p.permute(1, 0, 2).float().cpu().numpy()
+            return out
         for s in range(0, len(X), chunk):
             h = self.net_.embed(torch.tensor(X[s : s + chunk], device=dev))
-            for t in range(int(n_samples)):
+            for t in range(T):
                 keep = torch.rand(h.shape, generator=gen, device=dev) >= rate
                 logits = self.net_.fc2(h * keep / (1.0 - rate))
                 out[t, s : s + len(h)] = torch.softmax(logits, dim=1).float().cpu().numpy()

@@ -94,7 +94,7 @@ class PlainSteps:
         return steps.evaluate_proxy(proxy, test_features, test_labels)
 
     def select(self, *args: Any, **kw: Any) -> dict[str, Any]:
-        return steps.select(*args, memory_budget=self.memory_budget, **kw)
+        return steps.select(*args, memory_budget=self.memory_budget, device=self.device, **kw)
 
     def predict_labels(self, *args: Any, **kw: Any) -> dict[str, Any]:
         return steps.predict_labels(*args, **kw)

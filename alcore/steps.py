@@ -211,6 +211,7 @@ def select_batch(
     n_rounds: int | None = None,
     extras: dict[str, np.ndarray] | None = None,
     exclude: np.ndarray | None = None,
+    device: str | None = None,
 ) -> np.ndarray:
     """Ids of the next ``n`` samples to label, chosen by ``strategy`` among the unlabeled.
 
@@ -218,6 +219,8 @@ def select_batch(
     ``exclude``: unlabeled ids that may not be chosen (out with annotators already); they are left
     out of the pool the strategy sees, which copies the remaining rows (a memory map is read
     whole once then).
+    ``device``: where the strategies' distance passes run (``experiment.device``; None or the CPU:
+    numpy). The same ids either way, up to float rounding in exact near-ties.
     """
     if exclude is not None and len(exclude):
         keep = ~np.isin(pool.ids, np.asarray(exclude, dtype=np.int64))
@@ -234,6 +237,7 @@ def select_batch(
         round=round,
         n_rounds=n_rounds,
         extras=extras or {},
+        device=device,
     )
     strat = make_strategy(strategy, **strategy_params)
     return np.asarray(strat.select(ctx, n, random_state=seed), dtype=np.int64)
@@ -602,11 +606,13 @@ def select(
     pretext: Ref | None = None,
     exclude: np.ndarray | None = None,
     memory_budget: int | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Ids of the next ``n`` samples, never one of ``exclude`` (ids out with annotators):
     ``{"ids": [...], "seconds"}``. ``scorer`` is the file of the model that scores the rows of
     ``features`` (a proxy, or a fine-tuned network's head), or None (round 1). Features larger
-    than ``memory_budget`` bytes are read by memory map (the same ids either way).
+    than ``memory_budget`` bytes are read by memory map, and the distance passes run on ``device``
+    (the same ids either way: neither is in the cache key).
 
     ``pretext``: a ref to the pretext-loss file, for strategies that need ``pretext_loss``.
     """
@@ -628,6 +634,7 @@ def select(
             n_rounds=n_rounds,
             extras=extras,
             exclude=exclude,
+            device=device,
         )
     return {"ids": ids.tolist(), "seconds": t["seconds"]}
 

@@ -724,13 +724,23 @@ class HeadScorer:
         *,
         random_state: int | np.random.Generator = 0,
         mc_dropout: float = 0.25,
+        consistent: bool = False,
     ) -> np.ndarray:
         """MC-dropout probabilities ``(T, n, C)``: dropout at ``mc_dropout`` on the head's input
-        features, T masks (Gal et al., ICML 2017; dropout before the last layer), for BALD."""
+        features, T masks (Gal et al., ICML 2017; dropout before the last layer), for BALD.
+        ``consistent``: one set of T masks for every row (as :meth:`ProxyMLP.predict_proba_mc`),
+        the T passes one product with the T masked copies of the head."""
         if not 0 < mc_dropout < 1:
             raise ConfigError(problem(f"mc_dropout={mc_dropout!r}", "a rate in (0, 1)"))
         rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
         Z = np.asarray(Z, dtype=np.float32)
+        if consistent:
+            keep = (rng.random((n_samples, Z.shape[1]), dtype=np.float32) >= mc_dropout) / np.float32(1.0 - mc_dropout)
+            W_all = (keep[:, :, None] * self.weight.T[None]).transpose(1, 0, 2).reshape(Z.shape[1], -1)
+            logits = (Z @ W_all).reshape(len(Z), n_samples, -1) + self.bias
+            logits -= logits.max(axis=2, keepdims=True)
+            e = np.exp(logits)
+            return np.ascontiguousarray((e / e.sum(axis=2, keepdims=True)).transpose(1, 0, 2))
         out = np.empty((n_samples, len(Z), len(self.bias)), dtype=np.float32)
         for t in range(n_samples):
             keep = rng.random(Z.shape, dtype=np.float32) >= mc_dropout

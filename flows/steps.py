@@ -43,7 +43,7 @@ class TaskSteps:
         return evaluate_proxy(*args, **kw)
 
     def select(self, *args: Any, **kw: Any) -> dict[str, Any]:
-        return select(*args, memory_budget=self.memory_budget, **kw)
+        return select(*args, memory_budget=self.memory_budget, device=self.device, **kw)
 
     def predict_labels(self, *args: Any, **kw: Any) -> dict[str, Any]:
         return predict_labels(*args, **kw)

@@ -1,7 +1,10 @@
 """Shared pieces of the diversity strategies: feature spaces, chunked distances,
-k-means through scikit-learn, seeded tie-breaks. Nothing here allocates more than O(N x d)."""
+k-means (scikit-learn, or the large-problem passes of ``_passes``), seeded tie-breaks. Nothing here
+allocates more than O(N x d)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -9,7 +12,7 @@ from alcore.strategies.base import SelectionContext
 
 #: Rows per chunk of a chunked distance computation: a (CHUNK, M) float32 block stays small.
 CHUNK = 2048
-#: Exact ``KMeans`` while rows x clusters stays below this; larger problems use ``MiniBatchKMeans``.
+#: Exact ``KMeans`` while rows x clusters stays below this; larger problems use ``_passes.kmeans_large``.
 FULL_KMEANS_MAX_WORK = 2_000_000
 
 
@@ -60,16 +63,34 @@ def pick_max(values: np.ndarray, rng: np.random.Generator) -> int:
     return int(ties[0] if ties.size == 1 else rng.choice(ties))
 
 
-def kmeans(X: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """k-means through scikit-learn: ``KMeans`` while ``rows x k <= FULL_KMEANS_MAX_WORK``, else
-    ``MiniBatchKMeans`` (batch 4096). Returns ``(k, d)`` centres and ``(M,)`` int labels.
-    Memory: O(M + k x d) beyond ``X``."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
+def pick_max_torch(values: Any, rng: np.random.Generator) -> int:
+    """:func:`pick_max` of a torch tensor (on any device), drawing from ``rng`` as it does."""
+    m = values.max()
+    ties = (values == m).nonzero().flatten()
+    return int(ties[0] if ties.numel() == 1 else rng.choice(ties.cpu().numpy()))
 
-    k = int(min(k, X.shape[0]))
+
+def kmeans_is_large(rows: int, k: int) -> bool:
+    """Whether k-means of ``rows`` rows into ``k`` clusters takes the large-problem path."""
+    return rows * min(k, rows) > FULL_KMEANS_MAX_WORK
+
+
+def kmeans(
+    X: np.ndarray, k: int, rng: np.random.Generator, *, rows: np.ndarray | None = None, device: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means of the rows of ``X`` (``rows`` of them, or all): scikit-learn's exact ``KMeans`` while
+    ``rows x k <= FULL_KMEANS_MAX_WORK``, else :func:`~alcore.strategies._passes.kmeans_large`
+    (one assignment pass plus half a pass of Lloyd steps on a subsample; on ``device`` when given).
+    Returns ``(k, d)`` float32 centres and ``(M,)`` int64 labels. Memory: O(M + k x d) beyond
+    ``X`` (plus a subsample of ``X`` on the large path, the rows themselves on the exact one)."""
+    from sklearn.cluster import KMeans
+
+    from alcore.strategies._passes import kmeans_large
+
+    M = X.shape[0] if rows is None else int(rows.size)
+    k = int(min(k, M))
+    if kmeans_is_large(M, k):
+        return kmeans_large(X, k, rng, rows=rows, device=device)
     seed = seed_from(rng)
-    if X.shape[0] * k <= FULL_KMEANS_MAX_WORK:
-        est = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(X)
-    else:
-        est = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=1, random_state=seed).fit(X)
+    est = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(X if rows is None else X[rows])
     return est.cluster_centers_.astype(np.float32), est.labels_.astype(np.int64)

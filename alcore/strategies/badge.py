@@ -24,9 +24,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from alcore.registry import Integral, Interval
-from alcore.strategies._common import pick_max
+from alcore.strategies._common import pick_max, pick_max_torch
+from alcore.strategies._passes import accel_device
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["Badge", "badge_factors", "kmeanspp_select", "badge_select", "badge_select_materialised"]
@@ -93,11 +95,15 @@ def kmeanspp_select(
     return picks
 
 
-def badge_select(probs: np.ndarray, emb: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def badge_select(
+    probs: np.ndarray, emb: np.ndarray, n: int, rng: np.random.Generator, *, device: Any = None
+) -> np.ndarray:
     """BADGE on the factorised gradient embeddings.
 
     Args:
         probs: ``(U, C)`` probabilities; emb: ``(U, H)`` hidden activations; n: picks ``<= U``.
+        device: None (numpy) or a torch device: the same seeding in torch there (the factors are
+            copied to it once), the same draws from ``rng``.
 
     Returns:
         ``(n,)`` int64 indices into the rows, in pick order.
@@ -106,11 +112,45 @@ def badge_select(probs: np.ndarray, emb: np.ndarray, n: int, rng: np.random.Gene
     never formed. Time per pick: ``h @ h_c`` and ``q @ q_c``, one pass over the rows.
     """
     q, h, g2 = badge_factors(probs, emb)
+    if device is not None:
+        return _kmeanspp_select_torch(q, h, g2, n, rng, device)
 
     def dist_to(c: int) -> np.ndarray:
         return g2 + g2[c] - 2.0 * (q @ q[c]) * (h @ h[c])
 
     return kmeanspp_select(dist_to, g2, n, rng)
+
+
+@torch.inference_mode()
+def _kmeanspp_select_torch(
+    q: np.ndarray, h: np.ndarray, g2: np.ndarray, n: int, rng: np.random.Generator, device: Any
+) -> np.ndarray:
+    """:func:`kmeanspp_select` with BADGE's factorised distances, in torch on ``device``: the same
+    operations and the same draws from ``rng`` (one uniform per pick, tie-breaks)."""
+    qt, ht, g2t = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (q, h, g2))
+    U = g2t.shape[0]
+    picks = np.empty(n, dtype=np.int64)
+    chosen = torch.zeros(U, dtype=torch.bool, device=device)
+    min_d = torch.full((U,), float("inf"), dtype=torch.float64, device=device)
+    for i in range(n):
+        if i == 0:
+            c = pick_max_torch(g2t, rng)
+        else:
+            cum = torch.cumsum(min_d, dim=0)
+            total = float(cum[-1])
+            if total > 0 and np.isfinite(total):
+                value = torch.tensor([rng.random() * total], dtype=torch.float64, device=device)
+                c = min(int(torch.searchsorted(cum, value, right=True)), U - 1)
+                while bool(chosen[c]):  # only reachable through rounding at a boundary
+                    c -= 1
+            else:
+                c = int(rng.choice(np.flatnonzero(~chosen.cpu().numpy())))
+        picks[i] = c
+        chosen[c] = True
+        d = (g2t + g2t[c] - 2.0 * (qt @ qt[c]) * (ht @ ht[c])).clamp_(min=0.0)
+        torch.minimum(min_d, d.double(), out=min_d)
+        min_d[chosen] = 0.0
+    return picks
 
 
 def badge_select_materialised(probs: np.ndarray, emb: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -156,8 +196,9 @@ class Badge(Strategy):
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
         probs, emb = ctx.probs(), ctx.embeddings()
         U = probs.shape[0]
+        device = accel_device(ctx)
         if self.max_candidates is None and self.partitions == 1:
-            return ctx.unlabeled_positions()[badge_select(probs, emb, n, rng)]
+            return ctx.unlabeled_positions()[badge_select(probs, emb, n, rng, device=device)]
         m = U if self.max_candidates is None else min(U, max(n, int(self.max_candidates)))
         cand = rng.permutation(U)[:m]
         parts = np.array_split(cand, min(int(self.partitions), n))
@@ -165,5 +206,5 @@ class Badge(Strategy):
         chosen = []
         for part, b in zip(parts, budgets, strict=True):
             part = np.sort(part)
-            chosen.append(part[badge_select(probs[part], emb[part], b, rng)])
+            chosen.append(part[badge_select(probs[part], emb[part], b, rng, device=device)])
         return ctx.unlabeled_positions()[np.concatenate(chosen)]

@@ -7,6 +7,7 @@ model, and returns **pool ids** - never positions.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -150,6 +151,10 @@ class SelectionContext:
             ``"pretext_loss"``: the rotation pretext loss PT4AL sorts by).
         n_rounds: the number of rounds the loop will run, when known (PT4AL splits the pool
             into that many batches).
+        device: where the strategies' distance passes and GEMMs run: ``None`` or ``"cpu"``
+            (numpy on the CPU), or an accelerator such as ``"cuda"`` (torch there; the pipeline
+            passes its encoder's device). The same seed picks the same ids on either, up to float
+            rounding in exact near-ties.
 
     The helpers ``probs()`` and ``embeddings()`` run the model over the *unlabeled* rows only, in
     the order of ``unlabeled_positions()``, and cache the result; ``embeddings_of(positions)``
@@ -165,6 +170,7 @@ class SelectionContext:
     chunk_size: int = 16384
     extras: Mapping[str, np.ndarray] = field(default_factory=dict)
     n_rounds: int | None = None
+    device: str | None = None
     _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -357,12 +363,26 @@ class SelectionContext:
         """``(len(positions), H)`` hidden activations of any rows (labeled ones too), uncached."""
         return self._run_model("embed", None, np.asarray(positions, dtype=np.int64))
 
+    def _check_consistent_masks(self) -> None:
+        fn = getattr(self.require_model("SelectionContext.probs_mc"), "predict_proba_mc", None)
+        if fn is not None and "consistent" not in inspect.signature(fn).parameters:
+            raise ConfigError(
+                problem(
+                    f"consistent MC-dropout masks asked of a {type(self.model).__name__}, whose "
+                    "predict_proba_mc takes no 'consistent' argument",
+                    allowed="a model whose predict_proba_mc(X, n_samples, *, random_state, consistent) draws "
+                    "one set of T masks for every row when consistent=True (ProxyMLP, HeadScorer)",
+                    fix="use masks='independent', or add the argument to the model",
+                )
+            )
+
     def probs_mc(
         self,
         n_samples: int,
         rng: np.random.Generator,
         *,
         reduce: Callable[[np.ndarray], np.ndarray] | None = None,
+        consistent: bool = False,
     ) -> np.ndarray:
         """MC-dropout probabilities of the unlabeled rows (``unlabeled_positions()`` order).
 
@@ -374,6 +394,9 @@ class SelectionContext:
             rng: the source of the per-chunk seeds.
             reduce: if given, maps each chunk's ``(T, c, C)`` to ``(c,)`` scores, so that only
                 ``T x chunk_size x C`` floats are alive at once.
+            consistent: the same T masks for every row ("consistent MC dropout", Kirsch et al.,
+                "BatchBALD", NeurIPS 2019): one seed for every chunk and ``consistent=True`` passed
+                to the model, so the result does not depend on ``chunk_size``.
 
         Returns:
             ``(T, U, C)`` probabilities, or the ``(U,)`` reduced scores.
@@ -381,9 +404,15 @@ class SelectionContext:
         if not _is_int(n_samples) or n_samples < 1:
             raise ConfigError(problem(f"n_samples={n_samples!r}", allowed="an int >= 1", fix="pass e.g. 20"))
         n_chunks = -(-self.n_unlabeled // self.chunk_size)
-        seeds = rng.integers(0, 2**63 - 1, size=n_chunks)
+        extra: dict[str, Any] = {}
+        if consistent:
+            seeds = np.full(n_chunks, rng.integers(0, 2**63 - 1))
+            extra["consistent"] = True
+            self._check_consistent_masks()
+        else:
+            seeds = rng.integers(0, 2**63 - 1, size=n_chunks)
         out = self._run_model(
-            "predict_proba_mc", self.n_classes, None, n_samples=int(n_samples), reduce=reduce, seeds=seeds
+            "predict_proba_mc", self.n_classes, None, n_samples=int(n_samples), reduce=reduce, seeds=seeds, **extra
         )
         if out.size == 0:
             return np.empty((0,) if reduce is not None else (n_samples, 0, self.n_classes), dtype=np.float32)

@@ -6,7 +6,10 @@ take one random member of each, round robin, until ``b`` are picked.
 
 Deviation: the paper clusters the whole pool once with hierarchical agglomerative clustering
 (average linkage), which needs O(N^2) memory; here the candidates are clustered each round with
-k-means (scikit-learn), ``n_clusters`` (default ``b``) clusters: O(b x d) memory beyond the pool.
+k-means, ``n_clusters`` (default ``b``) clusters: O(b x d) memory beyond the pool (scikit-learn's
+exact KMeans for small problems, else one assignment pass plus half a pass of Lloyd steps on a
+subsample, :func:`~alcore.strategies._passes.kmeans_large`). Lower bound of the whole: the
+scoring pass of the proxy over the unlabeled pool plus one assignment pass of the candidates.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import numpy as np
 
 from alcore.registry import Integral, Interval, Options, Real
 from alcore.strategies._common import kmeans, space_rows
+from alcore.strategies._passes import accel_device
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy, top_n
+from alcore.strategies.typiclust import cluster_members
 from alcore.strategies.uncertainty import margin_scores
 
 __all__ = ["ClusterMargin", "round_robin_by_cluster"]
@@ -29,7 +34,8 @@ def round_robin_by_cluster(labels: np.ndarray, n: int, rng: np.random.Generator)
     k = int(labels.max()) + 1 if labels.size else 0
     sizes = np.bincount(labels, minlength=k)
     order = np.lexsort((rng.random(k), sizes))
-    members = [list(rng.permutation(np.flatnonzero(labels == c))) for c in order if sizes[c] > 0]
+    groups = cluster_members(labels, k, np.ones(labels.size, dtype=bool))
+    members = [list(rng.permutation(groups[c])) for c in order if sizes[c] > 0]
     picks: list[int] = []
     while len(picks) < n:
         for queue in members:
@@ -70,5 +76,5 @@ class ClusterMargin(Strategy):
         m = min(unl.size, int(np.ceil(self.margin_factor * n)))
         cand = unl[top_n(margin_scores(ctx.probs()), m, rng)]
         X = space_rows(ctx, self.space, cand)
-        _, labels = kmeans(X, n if self.n_clusters is None else int(self.n_clusters), rng)
+        _, labels = kmeans(X, n if self.n_clusters is None else int(self.n_clusters), rng, device=accel_device(ctx))
         return cand[round_robin_by_cluster(labels, n, rng)]

@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from alcore.registry import Options
-from alcore.strategies._common import CHUNK, pick_max, space_rows, sq_dists, sq_norms
+from alcore.strategies._common import CHUNK, pick_max, pick_max_torch, space_rows, sq_dists, sq_norms
+from alcore.strategies._passes import BLOCK, accel_device
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["Coreset", "kcenter_greedy"]
@@ -29,6 +31,7 @@ def kcenter_greedy(
     selectable: np.ndarray,
     rng: np.random.Generator,
     chunk_size: int = CHUNK,
+    device: Any = None,
 ) -> np.ndarray:
     """Greedy k-center: repeatedly take the selectable row farthest from every centre.
 
@@ -40,12 +43,16 @@ def kcenter_greedy(
         selectable: ``(M,)`` bool, rows that may be picked.
         rng: breaks ties (and draws the first pick when there is no centre).
         chunk_size: rows per block of the initial ``(block, L)`` distance GEMM.
+        device: None (numpy) or a torch device: the same passes in torch there (``X`` is copied
+            to it once), the same draws from ``rng``.
 
     Returns:
         ``(n,)`` int64 indices into ``X`` in pick order.
 
     Memory: three float32 ``(M,)`` vectors plus one ``(chunk_size, min(L, 4096))`` block.
     """
+    if device is not None:
+        return _kcenter_greedy_torch(X, n, centers=centers, selectable=selectable, rng=rng, device=device)
     X = np.asarray(X)
     norms = sq_norms(X)
     # min_dist: squared distance to the nearest centre; -1 marks rows that may not be picked.
@@ -76,6 +83,37 @@ def kcenter_greedy(
     return picks
 
 
+@torch.inference_mode()
+def _kcenter_greedy_torch(
+    X: np.ndarray, n: int, *, centers: np.ndarray, selectable: np.ndarray, rng: np.random.Generator, device: Any
+) -> np.ndarray:
+    """:func:`kcenter_greedy` in torch on ``device``: the same operations, in the same order."""
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+    norms = (Xt * Xt).sum(1)
+    min_dist = torch.full((Xt.shape[0],), float("inf"), device=device)
+    centers = np.asarray(centers, dtype=np.int64)
+    step = int(max(256, BLOCK // max(min(centers.size, 4096), 1)))
+    for c0 in range(0, centers.size, 4096):
+        cs = torch.from_numpy(centers[c0 : c0 + 4096]).to(device)
+        Xc, nc = Xt[cs], norms[cs]
+        for s in range(0, Xt.shape[0], step):
+            block = (Xt[s : s + step] @ Xc.T).mul_(-2.0).add_(norms[s : s + step, None]).add_(nc[None, :])
+            block.clamp_(min=0.0)
+            torch.minimum(min_dist[s : s + len(block)], block.min(dim=1).values, out=min_dist[s : s + len(block)])
+    min_dist[torch.from_numpy(~np.asarray(selectable, dtype=bool)).to(device)] = -1.0
+    picks = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        if centers.size == 0 and i == 0:
+            c = int(rng.choice(np.flatnonzero(selectable)))
+        else:
+            c = pick_max_torch(min_dist, rng)
+        picks[i] = c
+        d = (Xt @ Xt[c]).mul_(-2.0).add_(norms).add_(norms[c])
+        torch.minimum(min_dist, d, out=min_dist)
+        min_dist[c] = -1.0
+    return picks
+
+
 @STRATEGIES.register("coreset")
 class Coreset(Strategy):
     """Greedy k-center (Sener & Savarese 2018); the labeled samples are the initial centres.
@@ -102,4 +140,6 @@ class Coreset(Strategy):
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
         X = space_rows(ctx, self.space)
-        return kcenter_greedy(X, n, centers=ctx.labeled_positions(), selectable=~ctx.labeled_mask, rng=rng)
+        return kcenter_greedy(
+            X, n, centers=ctx.labeled_positions(), selectable=~ctx.labeled_mask, rng=rng, device=accel_device(ctx)
+        )

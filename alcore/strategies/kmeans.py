@@ -1,13 +1,18 @@
 """k-means diversity: one sample per cluster, the one nearest its centroid.
 
 A standard diversity baseline (e.g. Zhdanov, "Diverse mini-batch Active Learning", 2019, without
-the informativeness weights; Hacohen et al. 2022 compare with it). k-means (scikit-learn) with
-``k = b`` on the unlabeled pre-computed features; each cluster contributes its member nearest to
-the centroid (distinct by construction). A cluster left empty by mini-batch k-means is replaced
-by a random unpicked sample.
+the informativeness weights; Hacohen et al. 2022 compare with it). k-means with ``k = b`` on the
+unlabeled pre-computed features; each cluster contributes its member nearest to the centroid
+(distinct by construction). A cluster left empty by the k-means is replaced by a random unpicked
+sample.
 
-Memory: the ``(U, D)`` unlabeled features (a copy unless the pool is fully unlabeled and float32),
-O(U) labels and distances, ``(b, D)`` centres.
+Small problems (``U x b <= FULL_KMEANS_MAX_WORK``) use scikit-learn's exact KMeans on a copy of
+the unlabeled rows. Larger ones read the rows in place and cost one assignment pass
+(``U x b x D``, the lower bound of any k-means) plus half a pass of Lloyd steps on a subsample
+(:func:`~alcore.strategies._passes.kmeans_large`; on the context's device when it names one).
+
+Memory: O(U) labels and distances, ``(b, D)`` centres, the k-means subsample (large path) or the
+``(U, D)`` unlabeled rows (small path).
 """
 
 from __future__ import annotations
@@ -16,28 +21,38 @@ from typing import ClassVar
 
 import numpy as np
 
-from alcore.strategies._common import as_float32, kmeans
+from alcore.strategies._common import as_float32, kmeans, kmeans_is_large
+from alcore.strategies._passes import accel_device
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["KMeansDiversity", "nearest_to_centroids"]
 
 
 def nearest_to_centroids(
-    X: np.ndarray, centers: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    X: np.ndarray,
+    centers: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """For each non-empty cluster, the index of its member nearest to its centre (ties by ``rng``).
 
     Args:
-        X: ``(m, d)`` rows; centers: ``(k, d)``; labels: ``(m,)`` int cluster of each row.
+        X: ``(m, d)`` rows (or the rows ``rows`` of it); centers: ``(k, d)``; labels: ``(m,)`` int
+            cluster of each row.
 
     Returns:
-        ``(k',)`` int64 indices, one per non-empty cluster, in cluster order.
+        ``(k',)`` int64 indices (into ``rows`` when given), one per non-empty cluster, in cluster
+        order.
     """
-    d = np.empty(X.shape[0], dtype=np.float64)
-    for s in range(0, X.shape[0], 65536):
-        diff = X[s : s + 65536] - centers[labels[s : s + 65536]]
+    m = labels.size
+    d = np.empty(m, dtype=np.float64)
+    for s in range(0, m, 65536):
+        xb = X[s : s + 65536] if rows is None else X[rows[s : s + 65536]]
+        diff = xb - centers[labels[s : s + 65536]]
         d[s : s + len(diff)] = np.einsum("ij,ij->i", diff, diff)
-    order = np.lexsort((rng.random(X.shape[0]), d, labels))
+    order = np.lexsort((rng.random(m), d, labels))
     first = np.concatenate([[True], labels[order][1:] != labels[order][:-1]])
     return order[first].astype(np.int64)
 
@@ -53,9 +68,14 @@ class KMeansDiversity(Strategy):
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
         unl = ctx.unlabeled_positions()
-        X = as_float32(ctx.features if unl.size == ctx.n_pool else ctx.features[unl])
-        centers, labels = kmeans(X, n, rng)
-        picks = nearest_to_centroids(X, centers, labels, rng)
+        if kmeans_is_large(unl.size, n):  # the unlabeled rows are read in place, never copied
+            X, rows = as_float32(ctx.features), (None if unl.size == ctx.n_pool else unl)
+            centers, labels = kmeans(X, n, rng, rows=rows, device=accel_device(ctx))
+            picks = nearest_to_centroids(X, centers, labels, rng, rows=rows)
+        else:
+            X = as_float32(ctx.features if unl.size == ctx.n_pool else ctx.features[unl])
+            centers, labels = kmeans(X, n, rng)
+            picks = nearest_to_centroids(X, centers, labels, rng)
         if picks.size < n:
             rest = np.setdiff1d(np.arange(unl.size), picks)
             picks = np.concatenate([picks, rng.choice(rest, size=n - picks.size, replace=False)])

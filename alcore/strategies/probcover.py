@@ -23,9 +23,11 @@ cap.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from alcore.registry import Integral, Interval, Real
 from alcore.strategies._common import (
@@ -36,25 +38,32 @@ from alcore.strategies._common import (
     sq_dists,
     sq_norms,
 )
+from alcore.strategies._passes import accel_device
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["ProbCover", "delta_from_purity", "radius_graph", "probcover_select"]
 
 
-def delta_from_purity(X: np.ndarray, pseudo: np.ndarray, purity: float = 0.95, chunk_size: int = CHUNK) -> float:
+def delta_from_purity(
+    X: np.ndarray, pseudo: np.ndarray, purity: float = 0.95, chunk_size: int = CHUNK, *, device: Any = None
+) -> float:
     """The largest delta whose balls are pure for a fraction >= ``purity`` of the rows.
 
     Args:
         X: ``(M, d)`` float32 rows; pseudo: ``(M,)`` int cluster labels.
+        device: None (numpy) or a torch device for the distance blocks.
 
     Memory: ``(chunk_size, M)`` float32 block plus O(M).
     """
     norms = sq_norms(X)
-    d_other = np.empty(X.shape[0], dtype=np.float32)
-    for s in range(0, X.shape[0], chunk_size):
-        block = sq_dists(X[s : s + chunk_size], norms[s : s + chunk_size], X, norms)
-        block[pseudo[s : s + chunk_size, None] == pseudo[None, :]] = np.inf
-        d_other[s : s + len(block)] = block.min(axis=1)
+    if device is not None:
+        d_other = _nearest_other_torch(X, norms, pseudo, chunk_size, device)
+    else:
+        d_other = np.empty(X.shape[0], dtype=np.float32)
+        for s in range(0, X.shape[0], chunk_size):
+            block = sq_dists(X[s : s + chunk_size], norms[s : s + chunk_size], X, norms)
+            block[pseudo[s : s + chunk_size, None] == pseudo[None, :]] = np.inf
+            d_other[s : s + len(block)] = block.min(axis=1)
     d = np.sort(np.sqrt(d_other))
     finite = d[np.isfinite(d)]
     if finite.size == 0:  # one cluster only: every ball is pure
@@ -64,12 +73,60 @@ def delta_from_purity(X: np.ndarray, pseudo: np.ndarray, purity: float = 0.95, c
     return float(d[ok].max()) if ok.any() else float(d[0] * 0.5)
 
 
+@torch.inference_mode()
+def _sq_dist_blocks(X: np.ndarray, norms: np.ndarray, chunk_size: int, device: Any) -> Iterator[tuple[int, Any]]:
+    """``(start, (chunk, M) squared distances)`` blocks of ``X`` against itself, in torch on
+    ``device``, computed as :func:`~alcore.strategies._common.sq_dists` does."""
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
+    nt = torch.from_numpy(norms).to(device)
+    for s in range(0, Xt.shape[0], chunk_size):
+        block = (Xt[s : s + chunk_size] @ Xt.T).mul_(-2.0).add_(nt[s : s + chunk_size, None]).add_(nt[None, :])
+        yield s, block.clamp_(min=0.0)
+
+
+@torch.inference_mode()
+def _nearest_other_torch(
+    X: np.ndarray, norms: np.ndarray, pseudo: np.ndarray, chunk_size: int, device: Any
+) -> np.ndarray:
+    pt = torch.from_numpy(np.asarray(pseudo, dtype=np.int64)).to(device)
+    out = np.empty(X.shape[0], dtype=np.float32)
+    for s, block in _sq_dist_blocks(X, norms, chunk_size, device):
+        block[pt[s : s + len(block), None] == pt[None, :]] = float("inf")
+        out[s : s + len(block)] = block.min(dim=1).values.cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def _radius_graph_torch(
+    X: np.ndarray, norms: np.ndarray, r2: np.float32, max_degree: int, chunk_size: int, device: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.zeros(X.shape[0] + 1, dtype=np.int64)
+    parts = []
+    for s, block in _sq_dist_blocks(X, norms, chunk_size, device):
+        rows = torch.arange(len(block), device=device)
+        block[rows, s + rows] = 0.0  # a point is always in its own ball
+        inside = block <= float(r2)
+        deg = inside.sum(dim=1)
+        over = torch.nonzero(deg > max_degree).flatten()
+        if over.numel():
+            inside[over] = False
+            nearest = torch.topk(block[over], max_degree, dim=1, largest=False).indices
+            inside[over[:, None], nearest] = True
+            deg[over] = max_degree
+        parts.append(torch.nonzero(inside)[:, 1].to(torch.int32).cpu().numpy())
+        counts[s + 1 : s + 1 + len(block)] = deg.cpu().numpy()
+    return np.cumsum(counts), (np.concatenate(parts) if parts else np.empty(0, dtype=np.int32))
+
+
 def radius_graph(
-    X: np.ndarray, delta: float, *, max_degree: int, chunk_size: int = CHUNK
+    X: np.ndarray, delta: float, *, max_degree: int, chunk_size: int = CHUNK, device: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR out-edges ``(indptr (M+1,), indices (E,) int32)`` of the delta-ball graph (self loops
-    included), at most ``max_degree`` nearest per row. Memory: E x 4 bytes + one block."""
+    included), at most ``max_degree`` nearest per row. Memory: E x 4 bytes + one block.
+    ``device``: None (numpy) or a torch device for the distance blocks."""
     norms = sq_norms(X)
+    if device is not None:
+        return _radius_graph_torch(X, norms, np.float32(delta) ** 2, int(max_degree), chunk_size, device)
     r2 = np.float32(delta) ** 2
     counts = np.zeros(X.shape[0] + 1, dtype=np.int64)
     parts = []
@@ -186,12 +243,13 @@ class ProbCover(Strategy):
         sub = unl if n_unl == unl.size else np.sort(rng.choice(unl, size=n_unl, replace=False))
         nodes = np.concatenate([lab, sub])
         X = as_float32(ctx.features[nodes])
+        device = accel_device(ctx)
         delta = self.delta
         if delta is None:
-            _, pseudo = kmeans(X, ctx.n_classes, rng)
-            delta = delta_from_purity(X, pseudo, float(self.purity))
+            _, pseudo = kmeans(X, ctx.n_classes, rng, device=device)
+            delta = delta_from_purity(X, pseudo, float(self.purity), device=device)
         self.delta_ = float(delta)
-        indptr, indices = radius_graph(X, float(delta), max_degree=int(self.max_degree))
+        indptr, indices = radius_graph(X, float(delta), max_degree=int(self.max_degree), device=device)
         self.n_edges_ = int(indices.size)
         labeled = np.zeros(nodes.size, dtype=bool)
         labeled[: lab.size] = True
