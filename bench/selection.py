@@ -355,7 +355,8 @@ def child_peer(spec: dict[str, Any]) -> dict[str, Any]:
             meter.start()
             query.query(X, y, batch_size=b)
     elif side == "small-text":
-        from small_text.query_strategies import BADGE, EmbeddingKMeans, GreedyCoreset, ProbCover
+        from small_text.integrations.pytorch.query_strategies import BADGE
+        from small_text.query_strategies import EmbeddingKMeans, GreedyCoreset, ProbCover
         from small_text.vector_indexes.base import VectorIndexFactory
         from small_text.vector_indexes.knn import KNNIndex
 
