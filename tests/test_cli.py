@@ -136,7 +136,10 @@ def test_prefect_server_too_slow_to_start_ends_in_what_to_set(tmp_path):
     one line naming the settings, not Prefect's traceback; nothing half-written."""
     import os
 
-    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
+    # its own Prefect home: the server it starts and abandons never touches the session's database
+    home = tmp_path / ".prefect"
+    env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0", "PREFECT_HOME": str(home)}
+    env["PREFECT_LOCAL_STORAGE_PATH"] = str(home / "storage")
     env.pop("PREFECT_API_URL", None)
     r = subprocess.run(
         [sys.executable, "-m", "alcore.cli", "run", "--params", str(REPO / "params.yaml"), "--stage", "prepare"],
