@@ -131,9 +131,11 @@ def test_label_setup_prints_the_exact_set_up(tmp_path, monkeypatch, capsys):
     assert "There was an issue loading URL" in capsys.readouterr().out  # the warning, before anyone meets it
 
 
+@pytest.mark.slow
 def test_prefect_server_too_slow_to_start_ends_in_what_to_set(tmp_path):
     """A temporary Prefect server that misses its start-up time (minutes on a busy machine) ends in
-    one line naming the settings, not Prefect's traceback; nothing half-written."""
+    one line naming the settings, not Prefect's traceback; nothing half-written. (Slow: a real
+    server in a fresh process; the default suite checks the same path in process below.)"""
     import os
 
     # its own Prefect home: the server it starts and abandons never touches the session's database
@@ -173,3 +175,26 @@ def test_prefect_api_timeouts_name_the_setting(monkeypatch):
     assert "http://127.0.0.1:4200/api refused the connection" in hint and "prefect server start" in hint
     assert prefect_startup_hint(RuntimeError("something else")) is None
     assert prefect_startup_hint(ValueError("ephemeral Prefect API server")) is None
+
+
+def test_a_flow_whose_prefect_server_did_not_start_is_one_line(monkeypatch, tmp_path, capsys):
+    """The command line's path for Prefect's own start-up error (its exact wording in Prefect 3.8)."""
+    import typer
+
+    from alcore import cli
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+    def flow() -> None:
+        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server.")
+
+    with pytest.raises(typer.Exit) as exit_:
+        cli._call(flow)
+    assert exit_.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Prefect's temporary API server did not start within 120 s")
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=600" in err and "Traceback" not in err
+    assert "ephemeral Prefect API server" in (tmp_path / ".prefect" / "alcore-errors.log").read_text()
+    with pytest.raises(ValueError):  # any other error is not dressed up
+        cli._call(lambda: (_ for _ in ()).throw(ValueError("a bug")))
