@@ -82,11 +82,8 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         hint = prefect_startup_hint(e)
         if hint is None:
             raise
-        typer.secho(f"error: {hint}", fg=typer.colors.RED, err=True)
-        log = _keep_traceback(e)
-        if log is not None:
-            typer.echo(f"(the traceback is in {log})", err=True)
-        raise typer.Exit(code=2) from None
+        _flow("flows._env", "quiet_refusals")().keep(e)  # the traceback goes to the errors log
+        _fail(AlcoreError(hint))
 
 
 def prefect_startup_hint(err: BaseException) -> str | None:
@@ -126,21 +123,6 @@ def prefect_startup_hint(err: BaseException) -> str | None:
         )
         return f"{where} {what} ({type(err).__name__}: {text or 'no detail'}). Fix: {fix}; {rerun}."
     return None
-
-
-def _keep_traceback(err: BaseException) -> Path | None:
-    """Append ``err``'s traceback to Prefect's errors log (flows._env.ERRORS_LOG); its path."""
-    import traceback
-
-    home = Path(os.environ.get("PREFECT_HOME", Path.cwd() / ".prefect"))
-    path = home / "alcore-errors.log"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write("".join(traceback.format_exception(err)) + "\n")
-    except OSError:
-        return None
-    return path
 
 
 @app.command()

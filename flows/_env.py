@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from pathlib import Path
 
 
@@ -45,20 +46,31 @@ class _ExpectedRefusals(logging.Filter):
         self.path = path
         self.written = False
 
+    def _append(self, text: str) -> bool:
+        """Append ``text`` to the log; False when it cannot be written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError:
+            return False
+        self.written = True
+        return True
+
+    def keep(self, exc: BaseException) -> bool:
+        """Append ``exc`` with its traceback (an error the command line reports in one line that
+        no flow logged); False when the log cannot be written."""
+        return self._append("".join(traceback.format_exception(exc)) + "\n")
+
     def filter(self, record: logging.LogRecord) -> bool:
         from alcore.errors import AlcoreError
 
         exc = record.exc_info[1] if record.exc_info else None
         if not isinstance(exc, AlcoreError):
             return True
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record) + "\n\n")
-            self.written = True
-        except OSError:
-            return True  # no log file: better the traceback on the console than nowhere
-        return False
+        text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record) + "\n\n"
+        # no log file: better the traceback on the console than nowhere
+        return not self._append(text)
 
 
 _REFUSALS: _ExpectedRefusals | None = None
