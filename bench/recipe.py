@@ -172,6 +172,8 @@ def run_one(prep: dict[str, Any], method: str, budget: int, seed: int, args: arg
         acc = evaluate(res.model, data.test, device="auto")["accuracy"]
         ev = res.evidence
         out = {"chosen": res.mode, "heldout": {m: c["accuracy"] for m, c in ev.get("candidates", {}).items()}}
+        out["heldout_log_loss"] = {m: c["log_loss"] for m, c in ev.get("candidates", {}).items()}
+        out["held_out"] = ev.get("held_out", 0)  # labels behind the held-out accuracies (what a rule can trust)
         out["steps"] = ev.get("steps", 0)
     return {"accuracy": acc, "seconds": secs, **out}
 
