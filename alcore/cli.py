@@ -133,6 +133,12 @@ def run(
         str, typer.Option(help="One stage (prepare, encoder, features, pretext, active_learning, report) or all.")
     ] = "all",
     fresh: Annotated[bool, typer.Option(help="Archive this experiment's saved state and start over.")] = False,
+    discard_labels: Annotated[
+        bool,
+        typer.Option(
+            help="With --fresh on an experiment people labeled: start over anyway (the labels stay in the archived state)."
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline (or one stage) as Prefect flows; resumes an interrupted experiment."""
     p = _params(params, set_)
@@ -141,7 +147,7 @@ def run(
     stages = _flow("flows.pipeline", "STAGES")
     if stage not in (*stages, "all"):
         _fail(AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*stages, 'all'))}."))
-    _call(_flow("flows.pipeline", "run_stage"), p, stage=stage, fresh=fresh)
+    _call(_flow("flows.pipeline", "run_stage"), p, stage=stage, fresh=fresh, discard_labels=discard_labels)
 
 
 @app.command()
@@ -171,7 +177,7 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 
     try:
         p = load_params(params, set_ or [])
-        path = Layout().state(p.experiment.name)
+        path = Layout().state_of(p)
         if not path.exists():
             raise AlcoreError(
                 f"No saved state for experiment {p.experiment.name!r} at {path}. Fix: run `alcore run` first."
@@ -182,7 +188,9 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     typer.echo(format_table(round_rows(state)))
     typer.echo()
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    typer.echo(describe_results(state, Layout(), name=p.experiment.name, tracking_uri=uri))
+    typer.echo(
+        describe_results(state, Layout(), name=p.experiment.name, tracking_uri=uri, human=p.oracle.name == "human")
+    )
 
 
 @app.command("list")
@@ -293,7 +301,7 @@ def _labeling_state(params: Path, set_: list[str] | None) -> tuple[Params, Layou
 
     p = load_params(params, set_ or [])  # an error here is reported by the caller
     L = Layout()
-    path = L.state(p.experiment.name)
+    path = L.state_of(p)
     if not path.exists():
         raise AlcoreError(
             f"No saved state for experiment {p.experiment.name!r} at {path}. Fix: run `alcore run` (or `alcore label cycle`) first."

@@ -45,6 +45,19 @@ def archive(path: Path) -> Path:
     return dest
 
 
+def clean_stale_temps(L: Any, run_dir: Path) -> None:
+    """Remove what atomic writes killed mid-way left behind: in the run's folder (under its lock:
+    no other writer), and in ``reports/`` those older than a minute (a report being written by
+    another run is younger). Only alcore's own ``.<name>.<8 hex>.tmp`` files."""
+    from alcore._io import remove_stale_temps
+
+    gone = remove_stale_temps(run_dir, recursive=True) + remove_stale_temps(L.reports, min_age=60)
+    if gone:
+        say(
+            f"Removed {len(gone)} temporary file(s) that an interrupted run left: {', '.join(p.name for p in gone[:5])}"
+        )
+
+
 def say(msg: str = "") -> None:
     print(msg, file=sys.stdout, flush=True)
 

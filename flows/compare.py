@@ -54,7 +54,7 @@ def compare(params: Params, root: str = ".") -> dict[str, Any]:
     for p in variants:
         say(f"\n== {p.experiment.name}")
         active_learning(p, root=root, runs=RUNS)
-        st = ExperimentState.load(L.state(p.experiment.name))
+        st = ExperimentState.load(L.state_of(p))
         records.append(run_record(p.al.pipeline, p.al.strategy, p.experiment.seed, st))
     summary = summarize(
         records,

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow
 
-from alcore._io import write_json_atomic
+from alcore._io import remove_stale_temps, write_json_atomic
 from alcore.checks import check_budget, check_oracle, check_params, pretext_needed
 from alcore.config import Params, load_params
 from alcore.encoders import read_encoder_config
@@ -21,11 +21,12 @@ from alcore.features import read_spec
 from alcore.keys import ref
 from alcore.layout import Layout
 from alcore.ledger import format_table
-from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
+from alcore.report import describe_results
 from alcore.run_state import ExperimentState
 from alcore.steps import write_pretext_skipped
 from flows._util import ensure_artifact, flow_main, read_json, say
 from flows.active_learning import active_learning
+from flows.common import write_reports
 from flows.gpu import on_gpu
 from flows.labeling import labeling_cycle
 from flows.steps import extract
@@ -133,25 +134,25 @@ def pretext(params: Params, root: str = ".") -> dict[str, Any]:
 def report(params: Params, root: str = ".") -> dict[str, Any]:
     """Per-round table, ``reports/metrics.json``, ``rounds.csv`` and the PNG plots, also in MLflow."""
     p, L = params, Layout(Path(root))
-    state = ExperimentState.load(L.state(p.experiment.name))
-    rows = round_rows(state)
-    write_rounds_csv(rows, L.rounds_csv)
-    metrics = write_metrics(state, L.metrics)
-    plot_accuracy(rows, state.final, L.accuracy_plot)
-    plot_costs(rows, L.cost_plot)
+    remove_stale_temps(L.reports, min_age=60)  # what a killed report left (older than any live write)
+    state = ExperimentState.load(L.state_of(p))
     run_id = state.tracking.get("mlflow_run_id")
+    rows, metrics = write_reports(state, L, run_id)
     if run_id:
-        tracking.log_artifacts(run_id, [L.accuracy_plot, L.cost_plot, L.rounds_csv, L.metrics])
         tracking.finish(run_id)
     say()
     say(format_table(rows))
     say()
-    say(describe_results(state, L, name=p.experiment.name, tracking_uri=tracking.tracking_uri()))
+    say(
+        describe_results(
+            state, L, name=p.experiment.name, tracking_uri=tracking.tracking_uri(), human=p.oracle.name == "human"
+        )
+    )
     return metrics
 
 
 @flow(name="alcore-pipeline", validate_parameters=True)
-def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
+def pipeline(params: Params, fresh: bool = False, root: str = ".", discard_labels: bool = False) -> dict[str, Any]:
     """All stages in order: prepare, encoder, features, pretext, active_learning, report. With people as
     the oracle (``oracle.name: human``) one labeling cycle takes active_learning's place: it exports
     the first batch, or ingests what came back and exports the next one."""
@@ -162,13 +163,15 @@ def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, 
     features(params, root=root)
     pretext(params, root=root)
     if params.oracle.name == "human":
-        labeling_cycle(params, fresh=fresh, root=root)
+        labeling_cycle(params, fresh=fresh, root=root, discard_labels=discard_labels)
     else:
         active_learning(params, fresh=fresh, root=root)
     return report(params, root=root)
 
 
-def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: str = ".") -> Any:
+def run_stage(
+    params: Params, *, stage: str = "all", fresh: bool = False, root: str = ".", discard_labels: bool = False
+) -> Any:
     """Run one stage (or ``all``) after checking every name in ``params``."""
     from alcore.errors import AlcoreError
 
@@ -176,7 +179,7 @@ def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: 
         raise AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*STAGES, 'all'))}.")
     check_params(params)
     if stage == "all":
-        return pipeline(params, fresh=fresh, root=root)
+        return pipeline(params, fresh=fresh, root=root, discard_labels=discard_labels)
     if stage == "active_learning":
         return active_learning(params, fresh=fresh, root=root)
     stages = {"prepare": prepare, "encoder": encoder, "features": features, "pretext": pretext, "report": report}
