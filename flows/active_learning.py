@@ -23,6 +23,7 @@ from alcore.errors import ConfigError, problem
 from alcore.layout import Layout
 from alcore.proxy import warm_up
 from alcore.run_state import experiment_lock
+from flows._stop import rearm
 from flows._util import archive, clean_stale_temps, say
 from flows.common import ends_its_mlflow_run, log_summary, open_learner, read_inputs, track
 
@@ -41,6 +42,7 @@ def refuse_human(p: Params) -> None:
 @flow(name="active_learning", validate_parameters=True)
 def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
     """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root), runs_dir=runs)
     refuse_human(p)
     name = p.experiment.name

@@ -41,6 +41,7 @@ from alcore.layout import Layout
 from alcore.rounds import ActiveLearner
 from alcore.run_state import Batch, ExperimentState, experiment_lock, final_is_current
 from alcore.seeding import derive_seed
+from flows._stop import rearm
 from flows._util import archive, clean_stale_temps, flow_main, say
 from flows.common import ends_its_mlflow_run, log_summary, open_learner, read_inputs, track, write_reports
 from tasks import tracking
@@ -122,6 +123,7 @@ def labeling_cycle(
     The experiment lives in ``labels/<name>/``, which no command deletes. ``fresh`` archives the
     experiment's state first, and is refused when people have labeled some of it, unless
     ``discard_labels`` (the labels are kept in the archive, never deleted)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root), runs_dir=runs)
     require_human(p)
     name = p.experiment.name

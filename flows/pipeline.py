@@ -24,6 +24,7 @@ from alcore.ledger import format_table
 from alcore.report import describe_results
 from alcore.run_state import ExperimentState
 from alcore.steps import write_pretext_skipped
+from flows._stop import rearm
 from flows._util import ensure_artifact, flow_main, read_json, say
 from flows.active_learning import active_learning
 from flows.common import write_reports
@@ -40,6 +41,7 @@ STAGES = ("prepare", "encoder", "features", "pretext", "active_learning", "repor
 @flow(name="prepare", validate_parameters=True)
 def prepare(params: Params, root: str = ".") -> dict[str, Any]:
     """Load the dataset, check it, and describe it in ``data/dataset.json``."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     info = describe_data(params.data)
     write_json_atomic(Layout(Path(root)).dataset, info)
     say(f"dataset {info['name']}: {info['n_pool']} pool / {info['n_test']} test images, {info['n_classes']} classes")
@@ -49,6 +51,7 @@ def prepare(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="encoder", validate_parameters=True)
 def encoder(params: Params, root: str = ".") -> dict[str, Any]:
     """Build the pre-trained encoder: ``models/encoder.safetensors`` (+ ``encoder.json``)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     out = ensure_artifact(
@@ -81,6 +84,7 @@ def encoder(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="features", validate_parameters=True)
 def features(params: Params, root: str = ".") -> dict[str, Any]:
     """Extract pool and test features: ``features/{pool,test}.parquet`` (+ ``features.json``)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     outs = extract(ref(L.encoder), p, info["fingerprint"], {s: str(L.features(s)) for s in ("pool", "test")})
@@ -103,6 +107,7 @@ def pretext(params: Params, root: str = ".") -> dict[str, Any]:
     When no strategy of the run reads the pretext loss (``pretext.when=auto``), the stage writes an
     empty loss file that says so, and costs nothing.
     """
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     if not pretext_needed(p):
@@ -133,6 +138,7 @@ def pretext(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="report", validate_parameters=True)
 def report(params: Params, root: str = ".") -> dict[str, Any]:
     """Per-round table, ``reports/metrics.json``, ``rounds.csv`` and the PNG plots, also in MLflow."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     remove_stale_temps(L.reports, min_age=60)  # what a killed report left (older than any live write)
     state = ExperimentState.load(L.state_of(p))
@@ -156,6 +162,7 @@ def pipeline(params: Params, fresh: bool = False, root: str = ".", discard_label
     """All stages in order: prepare, encoder, features, pretext, active_learning, report. With people as
     the oracle (``oracle.name: human``) one labeling cycle takes active_learning's place: it exports
     the first batch, or ingests what came back and exports the next one."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     info = prepare(params, root=root)
     check_budget(params.al, info["n_pool"])  # before any training, not after it
     check_oracle(params.oracle, info.get("n_unlabeled", 0))
