@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alcore._io import remove_stale_temps
 from alcore.config import parse_params
-from alcore.errors import ExperimentLockedError, StateChangedError
+from alcore.errors import ExperimentLockedError
 from alcore.layout import Layout
 from alcore.run_state import experiment_lock
 from tests._tiny import copy_stages, tiny
@@ -23,7 +22,7 @@ from tests._tiny import copy_stages, tiny
 TRY_LOCK = (
     "import sys; from alcore.run_state import experiment_lock\n"
     "from alcore.errors import ExperimentLockedError\n"
-    "try:\n  with experiment_lock(sys.argv[1], locks=sys.argv[2]): print('RAN')\n"
+    "try:\n  with experiment_lock(sys.argv[1]): print('RAN')\n"
     "except ExperimentLockedError as e: print('LOCKED', e); sys.exit(3)\n"
 )
 
@@ -31,20 +30,23 @@ TRY_LOCK = (
 def test_deleting_the_run_folder_under_a_held_lock_still_keeps_a_second_run_out(tmp_path):
     L = Layout(tmp_path)
     run_dir = L.run_dir("lk")
-    second = [sys.executable, "-c", TRY_LOCK, str(run_dir), str(L.locks)]
-    with experiment_lock(run_dir, locks=L.locks):
+    second = [sys.executable, "-c", TRY_LOCK, str(run_dir)]  # the default place: the project's .alcore/locks
+    with experiment_lock(run_dir):
         shutil.rmtree(L.runs)  # rm -rf runs/, or dvc repro deleting its output
         r = subprocess.run(second, capture_output=True, text=True)
         assert r.returncode == 3 and "Another run holds the experiment" in r.stdout, r.stdout + r.stderr
         assert f"pid {os.getpid()}" in r.stdout  # the refusal names the holder
         with pytest.raises(ExperimentLockedError):
-            with experiment_lock(run_dir):  # the default place is the project's .alcore/locks too
+            with experiment_lock(run_dir):
                 pass
+    assert list(L.locks.glob("lk-*.lock"))  # where no command deletes it
     r = subprocess.run(second, capture_output=True, text=True)
     assert r.returncode == 0 and "RAN" in r.stdout, r.stdout + r.stderr
 
 
 def test_stale_temporary_files_of_our_own_pattern_only_are_removed(tmp_path):
+    from alcore._io import remove_stale_temps
+
     ours = [tmp_path / ".state.json.0123abcd.tmp", tmp_path / "proxies" / ".proxy-r0001-v0.safetensors.deadbeef.tmp"]
     theirs = [
         tmp_path / "notes.tmp",
@@ -103,6 +105,8 @@ def _learner(project: Path, name: str):
 
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_run_whose_state_vanished_or_was_replaced_stops_before_buying_more(project, how):
+    from alcore.errors import StateChangedError
+
     learner = _learner(project, f"vanish-{how}")
     asked = []
     label = learner.steps.label
