@@ -25,7 +25,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
 
 
-@pytest.mark.parametrize("sig", ["sigterm", "sigint"])
+@pytest.mark.parametrize("sig", ["sigterm", pytest.param("sigint", marks=pytest.mark.slow)])  # the same path twice
 def test_a_signal_mid_run_stops_it_with_the_resume_command_and_the_resume_matches_an_unstopped_run(
     sig, tmp_path, tiny_stages, forker
 ):
@@ -62,6 +62,7 @@ def test_a_signal_mid_run_stops_it_with_the_resume_command_and_the_resume_matche
     assert resumed.labels.state_dict() == never_stopped.labels.state_dict()  # the same ids, rounds and labels
 
 
+@pytest.mark.slow  # prepare and SimCLR in a child process: ~30 s on 2 busy cores
 def test_sigterm_during_simclr_pretraining_stops_it_promptly(tmp_path, forker, prefect_harness):
     """The issue's case: SIGTERM while SimCLR trains the encoder. The process ends by itself with
     the resume command (a generous bound: the test only asserts that it ended)."""
