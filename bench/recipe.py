@@ -172,6 +172,8 @@ def run_one(prep: dict[str, Any], method: str, budget: int, seed: int, args: arg
         acc = evaluate(res.model, data.test, device="auto")["accuracy"]
         ev = res.evidence
         out = {"chosen": res.mode, "heldout": {m: c["accuracy"] for m, c in ev.get("candidates", {}).items()}}
+        out["heldout_log_loss"] = {m: c["log_loss"] for m, c in ev.get("candidates", {}).items()}
+        out["held_out"] = ev.get("held_out", 0)  # labels behind the held-out accuracies (what a rule can trust)
         out["steps"] = ev.get("steps", 0)
     return {"accuracy": acc, "seconds": secs, **out}
 
@@ -233,11 +235,15 @@ def bench(name: str, args: argparse.Namespace) -> None:
                 )
 
 
-def _ms(v: list[float], scale: float = 100.0, digits: int = 1) -> str:
+def _ms(v: list[float], scale: float = 100.0, digits: int = 1, n: int | None = None) -> str:
+    """Mean ± std; a cell measured on fewer seeds than its row (``n``) says how many (one: no spread)."""
     if not v:
         return "-"
     a = np.asarray(v) * scale
-    return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}"
+    if len(a) == 1 and n not in (None, 1):
+        return f"{a[0]:.{digits}f} (n=1)"
+    cell = f"{a.mean():.{digits}f} ± {a.std():.{digits}f}"
+    return cell if n is None or len(a) == n else f"{cell} (n={len(a)})"
 
 
 def report(names: list[str], args: argparse.Namespace) -> None:
@@ -269,7 +275,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
             for k in latest:
                 if k[0] == b and k[2] == "auto":
                     chose[latest[k]["chosen"]] = chose.get(latest[k]["chosen"], 0) + 1
-            cells = " | ".join(_ms(acc[m]) for m in methods)
+            cells = " | ".join(_ms(acc[m], n=len(seeds)) for m in methods)
             print(
                 f"| {b} | {len(seeds)} | {cells} | {_ms(both)} | "
                 + ", ".join(f"{m} x{c}" for m, c in sorted(chose.items()))
@@ -281,7 +287,8 @@ def report(names: list[str], args: argparse.Namespace) -> None:
         print("|---:|" + "---:|" * len(methods))
         for b in budgets:
             secs = {m: [latest[k]["seconds"] for k in latest if k[0] == b and k[2] == m] for m in methods}
-            print(f"| {b} | " + " | ".join(_ms(secs[m], 1.0, 1 if m in NETWORKS else 2) for m in methods) + " |")
+            n = len({k[1] for k in latest if k[0] == b})
+            print(f"| {b} | " + " | ".join(_ms(secs[m], 1.0, 1 if m in NETWORKS else 2, n) for m in methods) + " |")
         if goal_rows:
             worst = min(goal_rows, key=lambda x: x[1])
             print(
