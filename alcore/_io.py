@@ -7,7 +7,10 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,33 @@ def _new_temp(beside: Path) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {beside}")  # pragma: no cover
+
+
+#: The name of :func:`_new_temp`'s files: ``.<name>.<8 hex digits>.tmp``, and nothing else.
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], *, recursive: bool = False, min_age: float = 0.0) -> list[Path]:
+    """Remove the temporary files that an atomic write killed mid-way left in ``folder`` (only
+    names of :data:`TEMP_NAME`'s pattern, only plain files, never links or anything else), those
+    last changed at least ``min_age`` seconds ago. Call it where no other writer is at work (under
+    the experiment lock), or with a ``min_age`` that no live write lasts. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, removed = time.time(), []
+    walk = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]  # links not followed
+    candidates = [Path(d) / f for d, _, files in walk for f in files if TEMP_NAME.match(f)]
+    for path in candidates:
+        try:
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < min_age:
+                continue
+            path.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            continue
+        removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

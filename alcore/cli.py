@@ -6,6 +6,7 @@ needs it); ``alcore show`` prints an experiment's per-round table from its saved
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
@@ -44,10 +45,17 @@ def _fail(err: Exception) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def _stopped(e: KeyboardInterrupt) -> NoReturn:
+    """A run stopped by SIGTERM or SIGINT: one line with the command that resumes it."""
+    stop = sys.modules.get("flows._stop")
+    if stop is None or not isinstance(e, stop.RunStopped):
+        raise e
+    typer.secho(stop.stopped_message(e), fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(code=e.exit_code)
+
+
 def _flow(module: str, name: str) -> Any:
     """``module.name`` from ``flows/`` (imported only now: the library never needs Prefect)."""
-    import importlib
-
     try:
         return getattr(importlib.import_module(module), name)
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -69,15 +77,24 @@ def _check(p: Params) -> None:
     check_params(p)
 
 
+#: The arguments of this command line (``main``'s), for the command that resumes a stopped run.
+_ARGS: list[str] = []
+
+
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn``; an alcore error is printed with its fix (exit code 2). Flows log such a
-    refusal with its traceback: that goes to a log file, not the console (flows._env)."""
+    refusal with its traceback: that goes to a log file, not the console (flows._env). A run
+    stopped by SIGTERM or Ctrl-C says how to resume it (exit code 128 + the signal)."""
     if "prefect" in sys.modules:
         _flow("flows._env", "quiet_refusals")()
+        stop = importlib.import_module("flows._stop")
+        stop.arm(resume=stop.resume_command("alcore", _ARGS))
     try:
         return fn(*args, **kwargs)
     except AlcoreError as e:
         _fail(e)
+    except KeyboardInterrupt as e:
+        _stopped(e)
     except Exception as e:
         hint = prefect_startup_hint(e)
         if hint is None:
@@ -133,15 +150,20 @@ def run(
         str, typer.Option(help="One stage (prepare, encoder, features, pretext, active_learning, report) or all.")
     ] = "all",
     fresh: Annotated[bool, typer.Option(help="Archive this experiment's saved state and start over.")] = False,
+    discard_labels: Annotated[
+        bool,
+        typer.Option(
+            help="With --fresh on an experiment people labeled: start over anyway (the labels stay in the archived state)."
+        ),
+    ] = False,
 ) -> None:
     """Run the pipeline (or one stage) as Prefect flows; resumes an interrupted experiment."""
     p = _params(params, set_)
     _call(_check, p)  # every name and parameter, before Prefect is even imported
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     stages = _flow("flows.pipeline", "STAGES")
     if stage not in (*stages, "all"):
         _fail(AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*stages, 'all'))}."))
-    _call(_flow("flows.pipeline", "run_stage"), p, stage=stage, fresh=fresh)
+    _call(_flow("flows.pipeline", "run_stage"), p, stage=stage, fresh=fresh, discard_labels=discard_labels)
 
 
 @app.command()
@@ -171,7 +193,7 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 
     try:
         p = load_params(params, set_ or [])
-        path = Layout().state(p.experiment.name)
+        path = Layout().state_of(p)
         if not path.exists():
             raise AlcoreError(
                 f"No saved state for experiment {p.experiment.name!r} at {path}. Fix: run `alcore run` first."
@@ -182,7 +204,9 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     typer.echo(format_table(round_rows(state)))
     typer.echo()
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    typer.echo(describe_results(state, Layout(), name=p.experiment.name, tracking_uri=uri))
+    typer.echo(
+        describe_results(state, Layout(), name=p.experiment.name, tracking_uri=uri, human=p.oracle.name == "human")
+    )
 
 
 @app.command("list")
@@ -293,7 +317,7 @@ def _labeling_state(params: Path, set_: list[str] | None) -> tuple[Params, Layou
 
     p = load_params(params, set_ or [])  # an error here is reported by the caller
     L = Layout()
-    path = L.state(p.experiment.name)
+    path = L.state_of(p)
     if not path.exists():
         raise AlcoreError(
             f"No saved state for experiment {p.experiment.name!r} at {path}. Fix: run `alcore run` (or `alcore label cycle`) first."
@@ -452,9 +476,11 @@ def _usage_error(e: Exception) -> tuple[str, int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    _ARGS[:] = args
     try:
         # click returns the code of an Exit here
-        rv = app(args=sys.argv[1:] if argv is None else argv, prog_name="alcore", standalone_mode=False)
+        rv = app(args=args, prog_name="alcore", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         return int(e.exit_code or 0)

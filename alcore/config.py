@@ -265,7 +265,7 @@ _URL_FIELDS = ("path", "relpath", "file", "id", "data")
 
 class LabelingCfg(_Model):
     """The human oracle's hand-off (``oracle.name: human``): labeling jobs go out to
-    ``runs/<name>/labeling/outbox/``, annotations come back through ``runs/<name>/labeling/inbox/``.
+    ``labels/<name>/labeling/outbox/``, annotations come back through ``labels/<name>/labeling/inbox/``.
 
     Operational, not part of the experiment's identity: changing it never refuses a resume.
     """

@@ -19,6 +19,7 @@ __all__ = [
     "BudgetExceededError",
     "ExperimentLockedError",
     "StorageError",
+    "StateChangedError",
     "problem",
 ]
 
@@ -78,6 +79,10 @@ class BudgetExceededError(AlcoreError):
 
 class ExperimentLockedError(AlcoreError):
     """Another process holds the experiment's lock."""
+
+
+class StateChangedError(AlcoreError):
+    """The experiment's state file vanished or was replaced while a run held the experiment."""
 
 
 class StorageError(AlcoreError, OSError):

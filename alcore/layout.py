@@ -1,15 +1,24 @@
-"""Where each stage writes, relative to the project root (the same paths ``dvc.yaml`` names)."""
+"""Where each stage writes, relative to the project root (the same paths ``dvc.yaml`` names).
+
+An experiment whose labels people gave (``oracle.name: human``) lives under ``labels/<name>/``,
+never under ``runs/``: ``runs/`` is the output of DVC's ``active_learning`` stage, which ``dvc repro``
+deletes before the stage runs. Nothing alcore, DVC or ``make`` runs deletes or rebuilds ``labels/``.
+Experiment locks live in ``.alcore/locks/`` for the same reason: a lock inside a folder that a
+command removes does not keep a second run out.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Layout:
     root: Path = Path(".")
     runs_dir: str = "runs"
+    labels_dir: str = "labels"
 
     @property
     def dataset(self) -> Path:
@@ -45,15 +54,33 @@ class Layout:
     def runs(self) -> Path:
         return self.root / self.runs_dir
 
-    def run_dir(self, name: str) -> Path:
-        return self.runs / name
+    @property
+    def labels(self) -> Path:
+        """Experiments labeled by people: in no DVC output, removed by no command."""
+        return self.root / self.labels_dir
 
-    def state(self, name: str) -> Path:
-        return self.run_dir(name) / "state.json"
+    @property
+    def locks(self) -> Path:
+        """The experiment locks (``alcore.run_state.experiment_lock``), outside every output."""
+        return self.root / ".alcore" / "locks"
+
+    def run_dir(self, name: str, *, human: bool = False) -> Path:
+        """``runs/<name>`` (a DVC output), or ``labels/<name>`` for labels people gave."""
+        return (self.labels if human else self.runs) / name
+
+    def state(self, name: str, *, human: bool = False) -> Path:
+        return self.run_dir(name, human=human) / "state.json"
+
+    def dir_of(self, p: Any) -> Path:
+        """The folder of the experiment that parameters ``p`` describe (its oracle decides where)."""
+        return self.run_dir(p.experiment.name, human=p.oracle.name == "human")
+
+    def state_of(self, p: Any) -> Path:
+        return self.dir_of(p) / "state.json"
 
     def labeling(self, name: str) -> Path:
         """The human oracle's hand-off: ``outbox/`` (labeling jobs), ``inbox/`` (annotations)."""
-        return self.run_dir(name) / "labeling"
+        return self.run_dir(name, human=True) / "labeling"
 
     def outbox(self, name: str) -> Path:
         return self.labeling(name) / "outbox"
@@ -61,8 +88,8 @@ class Layout:
     def inbox(self, name: str) -> Path:
         return self.labeling(name) / "inbox"
 
-    def final_model(self, name: str) -> Path:
-        return self.run_dir(name) / "model.safetensors"
+    def final_model(self, name: str, *, human: bool = False) -> Path:
+        return self.run_dir(name, human=human) / "model.safetensors"
 
     @property
     def reports(self) -> Path:

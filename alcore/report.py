@@ -129,8 +129,9 @@ def plot_costs(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None
     save_png(fig, path)
 
 
-def describe_results(state: Any, layout: Any, *, name: str, tracking_uri: str) -> str:
-    """The closing lines of a run: final accuracy, totals, and where every result is."""
+def describe_results(state: Any, layout: Any, *, name: str, tracking_uri: str, human: bool = False) -> str:
+    """The closing lines of a run: final accuracy, totals, and where every result is (``human``:
+    labels people gave, kept under ``labels/``, outside DVC's outputs)."""
     m = summary(state)
     lines = []
     if state.final:
@@ -152,7 +153,8 @@ def describe_results(state: Any, layout: Any, *, name: str, tracking_uri: str) -
         f"  MLflow run     {run_id} in {tracking_uri}  (alcore ui mlflow)",
         f"  plots          {L.accuracy_plot}, {L.cost_plot}  (dvc plots show)",
         f"  metrics        {L.metrics}, {L.rounds_csv}  (dvc metrics show)",
-        f"  state          {L.state(name)}",
+        f"  state          {L.state(name, human=human)}"
+        + ("  (labels people gave: in no DVC output)" if human else ""),
         f"  DVC outputs    {L.dataset.parent}/, {L.encoder.parent}/, {L.features('pool').parent}/, {L.runs}/, {L.reports}/",
     ]
     return "\n".join(lines)

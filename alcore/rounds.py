@@ -25,7 +25,7 @@ import numpy as np
 from alcore import steps
 from alcore._io import atomic_path
 from alcore.config import DataCfg, Params, ProxyCfg
-from alcore.errors import DataError, LabelError, problem
+from alcore.errors import DataError, LabelError, StateChangedError, problem
 from alcore.features import read_ids
 from alcore.keys import ref
 from alcore.layout import Layout
@@ -274,6 +274,15 @@ class Standard(Pipeline):
 
 
 # ---------------------------------------------------------------- the learner
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one version of a file from another: every atomic write is a new inode."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @dataclass(eq=False)
 class ActiveLearner:
     """One experiment's rounds: :meth:`query` a batch, have it labeled, :meth:`update` with the
@@ -297,6 +306,8 @@ class ActiveLearner:
     _last_query: Query | None = field(default=None, init=False, repr=False)
     #: the networks trained since the last round record, by label count: the mode each chose, its evidence
     _networks: dict[int, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    #: the state file as this learner last read or wrote it (device, inode, size, mtime), None = absent
+    _seen: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -328,6 +339,7 @@ class ActiveLearner:
             price_per_hour=params.cost.price_per_hour,
         )
         learner = cls(params, state, steps, inputs, Path(run_dir), schedule=list(schedule or []))
+        learner._seen = _signature(learner.state_path)
         if new(state):
             learner.begin(**(setup() if setup is not None else {"pretraining": 0.0, "extraction": 0.0}))
         return learner
@@ -342,7 +354,45 @@ class ActiveLearner:
         return self.run_dir / "model.safetensors"
 
     def save(self) -> None:
+        """Write the state (atomically), after checking that the file is still the one this
+        learner last read or wrote (:meth:`check_state`)."""
+        self.check_state()
         self.state.save(self.state_path)
+        self._seen = _signature(self.state_path)
+
+    def reload(self) -> ExperimentState:
+        """Read the state back from its file (after another writer this run called, such as the
+        labeling cycle's import of annotations) and take that file as the current one."""
+        self.state = ExperimentState.load(self.state_path)
+        self._seen = _signature(self.state_path)
+        return self.state
+
+    def check_state(self) -> None:
+        """Stop with :class:`StateChangedError` when the state file vanished (``rm -rf`` of the run
+        folder, ``dvc repro`` deleting its outputs) or was replaced by another writer since this
+        learner last read or wrote it: carrying on would buy labels that no state records, or
+        overwrite another run's purchases."""
+        now = _signature(self.state_path)
+        if now == self._seen:
+            return
+        what = (
+            "was deleted"
+            if now is None
+            else "appeared from elsewhere"
+            if self._seen is None
+            else "was replaced by another writer"
+        )
+        raise StateChangedError(
+            problem(
+                f"the experiment state {self.state_path} {what} while this run held the experiment "
+                f"(after round {self.state.round}, {self.state.labels.n_labeled} labels); this run stopped before "
+                "buying or writing anything more",
+                allowed="one run per experiment, and no command that deletes its folder while it runs "
+                "(rm -rf, dvc repro and make clean delete runs/)",
+                fix="find what deleted or rewrote it; then run the same command again: it resumes from the state "
+                "on disk (or starts over when there is none)",
+            )
+        )
 
     def labeled(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, labels)`` of every labeled sample, in pool order."""
@@ -582,6 +632,7 @@ class ActiveLearner:
         final network). Resumes after the last saved round."""
         p = self.params
         for r, n in enumerate(self.schedule, start=1):
+            self.check_state()  # every round: a run whose state was deleted stops before it buys more
             if r > self.state.round:
                 q = self.query(r, n)
                 ans = self.steps.label(p.oracle, p.data, self.inputs.fingerprint, q.ids, seed=self.seed)

@@ -32,6 +32,7 @@ __all__ = [
     "LabelingLog",
     "experiment_digest",
     "experiment_lock",
+    "lock_path",
     "final_is_current",
     "open_state",
 ]
@@ -311,21 +312,46 @@ def open_state(
     )
 
 
+def lock_path(dir: str | os.PathLike[str], locks: str | os.PathLike[str]) -> Path:
+    """The lock file of the experiment in ``dir``: in ``locks``, named by a digest of ``dir``'s
+    resolved path (and its name, for people), so that deleting ``dir`` does not delete it."""
+    resolved = str(Path(dir).resolve())
+    return Path(locks) / f"{Path(resolved).name}-{hashlib.sha256(resolved.encode()).hexdigest()[:16]}.lock"
+
+
 @contextmanager
-def experiment_lock(dir: str | os.PathLike[str]) -> Iterator[None]:
-    """Exclusive lock on an experiment directory; a second run refuses with a clear message."""
+def experiment_lock(dir: str | os.PathLike[str], *, locks: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """Exclusive lock on the experiment in ``dir``; a second run refuses with a clear message.
+
+    The lock is a ``flock`` on a file in ``locks`` (default: ``.alcore/locks`` of the project that
+    holds ``dir``, two levels up), never inside ``dir``: ``rm -rf`` of the run folder or
+    ``dvc repro`` (which deletes its outputs before a stage runs) cannot remove a held lock and let a
+    second run start beside the first.
+    """
     import fcntl
 
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
-    fh = open(dir / ".lock", "w")  # noqa: SIM115 - held for the context
+    locks = Path(locks) if locks is not None else dir.resolve().parent.parent / ".alcore" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = lock_path(dir, locks)
+    fh = open(path, "a+")  # noqa: SIM115 - held for the context
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
             raise ExperimentLockedError(
-                problem(f"Another run holds the experiment in {dir}", fix="wait for it to finish, or stop it first")
+                problem(
+                    f"Another run holds the experiment in {dir} ({holder or 'lock ' + str(path)})",
+                    fix="wait for it to finish, or stop it first",
+                )
             ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, lock {path}\n")
+        fh.flush()
         yield
     finally:
         fh.close()

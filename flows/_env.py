@@ -21,7 +21,10 @@ def configure(root: str | os.PathLike[str] | None = None) -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_LOCAL_STORAGE_PATH": str(root / ".prefect" / "storage"),
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        # INFO reaches the API (a run's page shows what it did, why a retry happened); the console
+        # shows warnings and errors only: alcore prints its own progress lines (flows._util.say)
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 20 s is too short on a busy 2-core machine
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "ALCORE_MLFLOW_ARTIFACTS": str(root / "mlartifacts"),

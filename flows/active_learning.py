@@ -23,8 +23,9 @@ from alcore.errors import ConfigError, problem
 from alcore.layout import Layout
 from alcore.proxy import warm_up
 from alcore.run_state import experiment_lock
-from flows._util import archive, say
-from flows.common import log_summary, open_learner, read_inputs, track
+from flows._stop import rearm
+from flows._util import archive, clean_stale_temps, say
+from flows.common import ends_its_mlflow_run, log_summary, open_learner, read_inputs, track
 
 
 def refuse_human(p: Params) -> None:
@@ -41,11 +42,13 @@ def refuse_human(p: Params) -> None:
 @flow(name="active_learning", validate_parameters=True)
 def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
     """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root), runs_dir=runs)
     refuse_human(p)
     name = p.experiment.name
     inputs = read_inputs(p, L)
-    with experiment_lock(L.run_dir(name)):
+    with experiment_lock(L.run_dir(name), locks=L.locks):
+        clean_stale_temps(L, L.run_dir(name))
         if fresh and L.state(name).exists():
             say(f"Archived the previous state to {archive(L.state(name))}")
         learner = open_learner(p, L, inputs, new=lambda st: st.round == 0)
@@ -54,7 +57,8 @@ def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: 
             say(
                 f"Resuming {name!r} after round {learner.state.round} ({learner.state.labels.n_labeled} labels already bought)."
             )
-        warm_up()  # a one-time import is not a cost of any round
-        summary = learner.run()
-        log_summary(learner.state, run_id, summary)
+        with ends_its_mlflow_run(lambda: learner.state):  # the report stage ends it when all went well
+            warm_up()  # a one-time import is not a cost of any round
+            summary = learner.run()
+            log_summary(learner.state, run_id, summary)
         return summary

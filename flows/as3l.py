@@ -50,7 +50,7 @@ def as3l(params: Params, labels: int | None = None, root: str = ".") -> dict[str
     check_params(p)
     L = Layout(Path(root))
     metrics = pipeline(p, fresh=True, root=root)
-    st = ExperimentState.load(L.state(p.experiment.name))
+    st = ExperimentState.load(L.state_of(p))
     ids, priors, _ = read_priors(str(priors_path(st.final["model"])))
     pool, test = load_features(L.features("pool")), load_features(L.features("test"))
     order = IdIndex(ids).positions(pool.ids)

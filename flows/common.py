@@ -3,14 +3,15 @@ checked inputs, the experiment's learner with its Prefect steps, and its MLflow 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from alcore.checks import check_budget, check_features_match_encoder, check_oracle, strategy_needs_pretext
 from alcore.config import Params
 from alcore.features import read_spec
 from alcore.layout import Layout
-from alcore.report import round_rows
+from alcore.report import plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
 from alcore.rounds import ActiveLearner, RunInputs
 from alcore.run_state import ExperimentState
 from flows._util import read_json, say
@@ -41,7 +42,7 @@ def open_learner(p: Params, L: Layout, inputs: RunInputs, *, new: Callable[[Expe
             pretraining += read_json(L.pretext_meta, "pretext")["seconds"]
         return {"pretraining": pretraining, "extraction": read_json(L.features_meta, "features")["seconds"]["pool"]}
 
-    learner = ActiveLearner.open(p, inputs, TaskSteps(p), run_dir=L.run_dir(p.experiment.name), new=new, setup=setup)
+    learner = ActiveLearner.open(p, inputs, TaskSteps(p), run_dir=L.dir_of(p), new=new, setup=setup)
     learner.say = say
     return learner
 
@@ -97,3 +98,40 @@ def network_metrics(ev: dict[str, Any], prefix: str) -> dict[str, float]:
     out = {f"{prefix}heldout_{m}": c["accuracy"] for m, c in ev.get("candidates", {}).items()}
     out.update({f"{prefix}{k}": float(ev[k]) for k in ("n_labeled", "steps", "held_out") if k in ev})
     return out
+
+
+def write_reports(st: ExperimentState, L: Layout, run_id: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The per-round table (``L.rounds_csv``), ``L.metrics`` and the two plots, also logged to the
+    MLflow run ``run_id``: what the report stage and the labeling cycle give every experiment."""
+    rows = round_rows(st)
+    write_rounds_csv(rows, L.rounds_csv)
+    metrics = write_metrics(st, L.metrics)
+    plot_accuracy(rows, st.final, L.accuracy_plot)
+    plot_costs(rows, L.cost_plot)
+    if run_id:
+        tracking.log_artifacts(run_id, [L.accuracy_plot, L.cost_plot, L.rounds_csv, L.metrics])
+    return rows, metrics
+
+
+@contextmanager
+def ends_its_mlflow_run(st: Callable[[], ExperimentState]) -> Iterator[None]:
+    """A flow that fails or is stopped ends the experiment's MLflow run (``st()``'s) as FAILED or
+    KILLED (a stop: Ctrl-C, SIGTERM), never leaving it RUNNING; a resumed run reopens it."""
+    try:
+        yield
+    except BaseException as e:
+        run_id = st().tracking.get("mlflow_run_id") if _has_state(st) else None
+        if run_id:
+            try:
+                tracking.finish(run_id, "FAILED" if isinstance(e, Exception) else "KILLED")
+            except Exception:  # noqa: BLE001 - the store may be what failed: the flow's own error counts
+                pass
+        raise
+
+
+def _has_state(st: Callable[[], ExperimentState]) -> bool:
+    try:
+        st()
+    except Exception:  # noqa: BLE001 - no learner yet
+        return False
+    return True

@@ -22,6 +22,7 @@ from alcore.compare import format_markdown, plot_cost_plane, plot_curves, run_re
 from alcore.config import Params
 from alcore.layout import Layout
 from alcore.run_state import ExperimentState
+from flows._stop import rearm
 from flows._util import flow_main, say
 from flows.active_learning import active_learning
 from flows.pipeline import encoder, features, prepare, pretext
@@ -43,6 +44,7 @@ def variant(params: Params, pipeline: str, strategy: str, seed: int) -> Params:
 @flow(name="compare", validate_parameters=True)
 def compare(params: Params, root: str = ".") -> dict[str, Any]:
     """Run every combination of ``params.compare`` and write the comparison."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     c, L = params.compare, Layout(Path(root), runs_dir=RUNS)
     check_params(params)
     variants = [variant(params, pl, s, seed) for pl in c.pipelines for s in c.strategies for seed in c.seeds]
@@ -54,7 +56,7 @@ def compare(params: Params, root: str = ".") -> dict[str, Any]:
     for p in variants:
         say(f"\n== {p.experiment.name}")
         active_learning(p, root=root, runs=RUNS)
-        st = ExperimentState.load(L.state(p.experiment.name))
+        st = ExperimentState.load(L.state_of(p))
         records.append(run_record(p.al.pipeline, p.al.strategy, p.experiment.seed, st))
     summary = summarize(
         records,

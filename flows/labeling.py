@@ -2,7 +2,7 @@
 
 One run of the flow is one cycle, and it never waits:
 
-1. ingest every annotation file in ``runs/<name>/labeling/inbox/`` (a filled batch CSV, or a Label
+1. ingest every annotation file in ``labels/<name>/labeling/inbox/`` (a filled batch CSV, or a Label
    Studio JSON / CSV export): valid rows are committed to the label state and paid for in one
    atomic state write, then the file moves to ``inbox/done/``;
 2. if the open batch is labeled (``labeling.min_fraction`` of it), measure its round (retrain the
@@ -41,8 +41,10 @@ from alcore.layout import Layout
 from alcore.rounds import ActiveLearner
 from alcore.run_state import Batch, ExperimentState, experiment_lock, final_is_current
 from alcore.seeding import derive_seed
-from flows._util import archive, flow_main, say
-from flows.common import log_summary, open_learner, read_inputs, track
+from flows._stop import rearm
+from flows._util import archive, clean_stale_temps, flow_main, say
+from flows.common import ends_its_mlflow_run, log_summary, open_learner, read_inputs, track, write_reports
+from tasks import tracking
 from tasks.labeling import export_batch, ingest_labels
 
 
@@ -81,60 +83,113 @@ def advance(learner: ActiveLearner) -> str:
     return f"selected batch {r + 1} ({query.ids.size} samples)"
 
 
+def adopt_legacy_dir(L: Layout, name: str) -> None:
+    """A people-labeled experiment that an older alcore kept in ``runs/<name>/`` (a DVC output that
+    ``dvc repro`` deletes) moves to ``labels/<name>/`` (that nothing deletes), once."""
+    old, new = L.run_dir(name), L.run_dir(name, human=True)
+    if (new / "state.json").exists() or not (old / "state.json").exists():
+        return
+    if not ExperimentState.load(old / "state.json").labeling.batches:
+        return  # a simulated run of the same name: not people's labels
+    if new.exists() and not any(new.iterdir()):
+        new.rmdir()
+    new.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(old, new)
+    say(f"Moved the labels people gave from {old} (a DVC output, deleted by dvc repro) to {new}")
+
+
+def refuse_to_discard(st: ExperimentState, path: Path, discard_labels: bool) -> None:
+    """``--fresh`` starts an experiment over: the labels people gave would be bought again."""
+    n = st.labels.n_labeled
+    if n and not discard_labels:
+        raise ConfigError(
+            problem(
+                f"--fresh would start {path.parent.name!r} over without the {n} label(s) people gave "
+                f"(${st.ledger.totals()['label_usd']:.2f}); they would be asked for and paid again",
+                allowed="--fresh on an experiment people have not labeled yet",
+                fix="leave out --fresh to carry on; give the new run another experiment.name; or, to start over "
+                "anyway, add --discard-labels (the old state is kept as state.archived-*.json beside it)",
+            )
+        )
+
+
 @flow(name="labeling_cycle", validate_parameters=True)
-def labeling_cycle(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
+def labeling_cycle(
+    params: Params, fresh: bool = False, root: str = ".", runs: str = "runs", discard_labels: bool = False
+) -> dict[str, Any]:
     """One cycle: ingest the annotations that arrived; once the open batch is labeled, retrain the
     proxy, realign if the trigger fires, select the next batch and export it. Then end.
-    ``fresh`` archives the experiment's state first (its labels are kept in the archive)."""
+
+    The experiment lives in ``labels/<name>/``, which no command deletes. ``fresh`` archives the
+    experiment's state first, and is refused when people have labeled some of it, unless
+    ``discard_labels`` (the labels are kept in the archive, never deleted)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root), runs_dir=runs)
     require_human(p)
     name = p.experiment.name
     inputs = read_inputs(p, L)
-    state_path = L.state(name)
+    state_path = L.state_of(p)
     log = get_run_logger()
-    with experiment_lock(L.run_dir(name)):
+    with experiment_lock(L.dir_of(p), locks=L.locks):
+        adopt_legacy_dir(L, name)
+        clean_stale_temps(L, L.dir_of(p))
         if fresh and state_path.exists():
+            refuse_to_discard(ExperimentState.load(state_path), state_path, discard_labels)
             say(f"Archived the previous state to {archive(state_path)}")
         learner = open_learner(p, L, inputs, new=lambda st: not st.versions)
         if not state_path.exists():
             learner.save()
-        imports = ingest_labels(str(state_path), str(L.inbox(name)), classes=list(inputs.classes), labeling=p.labeling)
-        for rec in imports:
-            say(describe_import(rec))
-            for line in [*rec.get("conflicts", []), *rec.get("corrections", [])]:
-                log.info(line)
-            if rec.get("message"):
-                log.warning(rec["message"])
-        learner.state = st = ExperimentState.load(state_path)  # with the labels just committed
-        batch = st.labeling.open_batch
-        did = "waiting for labels"
-        if batch is None or labeled_fraction(st, batch) >= p.labeling.min_fraction:
-            track(learner)
-            did = advance(learner)
-        batch = st.labeling.open_batch
-        assert batch is not None  # advance opens one before any other
-        files = export_batch(
-            p.oracle, p.labeling, p.data, str(L.labeling(name)), batch, seed=derive_seed(p.experiment.seed, "oracle")
-        )
-        out = {
-            "did": did,
-            "open_round": batch.round,
-            "open_size": int(batch.ids.size),
-            "open_labeled": int(np.count_nonzero(st.labels.round_of(batch.ids))),
-            "requested": int(st.labeling.requested_ids(st.labels).size),
-            "labels": st.labels.n_labeled,
-            "label_usd": float(st.ledger.totals()["label_usd"]),
-            "finished": final_is_current(st.final, st.labels),
-            "imports": [{k: v for k, v in r.items() if k != "message"} for r in imports],
-            # rows refused are reported, never a failed cycle: Label Studio exports every answer so
-            # far, and one bad row must not stop the labels, the selection or the final network
-            "refused": [r["message"] for r in imports if r.get("message")],
-            "job": files,
-        }
-        say(
-            f"{did}. Batch {batch.round}: {out['open_labeled']}/{batch.ids.size} labeled; "
-            f"job in {L.outbox(name)} (for Label Studio: alcore label setup); drop annotations in {L.inbox(name)}"
-        )
+        with ends_its_mlflow_run(lambda: learner.state):
+            imports = ingest_labels(
+                str(state_path), str(L.inbox(name)), classes=list(inputs.classes), labeling=p.labeling
+            )
+            for rec in imports:
+                say(describe_import(rec))
+                for line in [*rec.get("conflicts", []), *rec.get("corrections", [])]:
+                    log.info(line)
+                if rec.get("message"):
+                    log.warning(rec["message"])
+            st = learner.reload()  # with the labels just committed
+            batch = st.labeling.open_batch
+            did = "waiting for labels"
+            run_id = None
+            if batch is None or labeled_fraction(st, batch) >= p.labeling.min_fraction:
+                run_id = track(learner)
+                did = advance(learner)
+            if run_id is not None:  # this cycle logged to MLflow: the run's tables and plots, and it ends
+                write_reports(st, Layout(L.dir_of(p)), run_id)
+                done = final_is_current(st.final, st.labels)
+                tracking.set_tags(run_id, {"alcore.labeling": "finished" if done else "waiting for labels"})
+                tracking.finish(run_id)
+            batch = st.labeling.open_batch
+            assert batch is not None  # advance opens one before any other
+            files = export_batch(
+                p.oracle,
+                p.labeling,
+                p.data,
+                str(L.labeling(name)),
+                batch,
+                seed=derive_seed(p.experiment.seed, "oracle"),
+            )
+            out = {
+                "did": did,
+                "open_round": batch.round,
+                "open_size": int(batch.ids.size),
+                "open_labeled": int(np.count_nonzero(st.labels.round_of(batch.ids))),
+                "requested": int(st.labeling.requested_ids(st.labels).size),
+                "labels": st.labels.n_labeled,
+                "label_usd": float(st.ledger.totals()["label_usd"]),
+                "finished": final_is_current(st.final, st.labels),
+                "imports": [{k: v for k, v in r.items() if k != "message"} for r in imports],
+                # rows refused are reported, never a failed cycle: Label Studio exports every answer so
+                # far, and one bad row must not stop the labels, the selection or the final network
+                "refused": [r["message"] for r in imports if r.get("message")],
+                "job": files,
+            }
+            say(
+                f"{did}. Batch {batch.round}: {out['open_labeled']}/{batch.ids.size} labeled; "
+                f"job in {L.outbox(name)} (for Label Studio: alcore label setup); drop annotations in {L.inbox(name)}"
+            )
     return out
 
 

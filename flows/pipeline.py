@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow
 
-from alcore._io import write_json_atomic
+from alcore._io import remove_stale_temps, write_json_atomic
 from alcore.checks import check_budget, check_oracle, check_params, pretext_needed
 from alcore.config import Params, load_params
 from alcore.encoders import read_encoder_config
@@ -21,11 +21,13 @@ from alcore.features import read_spec
 from alcore.keys import ref
 from alcore.layout import Layout
 from alcore.ledger import format_table
-from alcore.report import describe_results, plot_accuracy, plot_costs, round_rows, write_metrics, write_rounds_csv
+from alcore.report import describe_results
 from alcore.run_state import ExperimentState
 from alcore.steps import write_pretext_skipped
+from flows._stop import rearm
 from flows._util import ensure_artifact, flow_main, read_json, say
 from flows.active_learning import active_learning
+from flows.common import write_reports
 from flows.gpu import on_gpu
 from flows.labeling import labeling_cycle
 from flows.steps import extract
@@ -39,6 +41,7 @@ STAGES = ("prepare", "encoder", "features", "pretext", "active_learning", "repor
 @flow(name="prepare", validate_parameters=True)
 def prepare(params: Params, root: str = ".") -> dict[str, Any]:
     """Load the dataset, check it, and describe it in ``data/dataset.json``."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     info = describe_data(params.data)
     write_json_atomic(Layout(Path(root)).dataset, info)
     say(f"dataset {info['name']}: {info['n_pool']} pool / {info['n_test']} test images, {info['n_classes']} classes")
@@ -48,6 +51,7 @@ def prepare(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="encoder", validate_parameters=True)
 def encoder(params: Params, root: str = ".") -> dict[str, Any]:
     """Build the pre-trained encoder: ``models/encoder.safetensors`` (+ ``encoder.json``)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     out = ensure_artifact(
@@ -80,6 +84,7 @@ def encoder(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="features", validate_parameters=True)
 def features(params: Params, root: str = ".") -> dict[str, Any]:
     """Extract pool and test features: ``features/{pool,test}.parquet`` (+ ``features.json``)."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     outs = extract(ref(L.encoder), p, info["fingerprint"], {s: str(L.features(s)) for s in ("pool", "test")})
@@ -102,6 +107,7 @@ def pretext(params: Params, root: str = ".") -> dict[str, Any]:
     When no strategy of the run reads the pretext loss (``pretext.when=auto``), the stage writes an
     empty loss file that says so, and costs nothing.
     """
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
     info = read_json(L.dataset, "prepare")
     if not pretext_needed(p):
@@ -132,29 +138,31 @@ def pretext(params: Params, root: str = ".") -> dict[str, Any]:
 @flow(name="report", validate_parameters=True)
 def report(params: Params, root: str = ".") -> dict[str, Any]:
     """Per-round table, ``reports/metrics.json``, ``rounds.csv`` and the PNG plots, also in MLflow."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root))
-    state = ExperimentState.load(L.state(p.experiment.name))
-    rows = round_rows(state)
-    write_rounds_csv(rows, L.rounds_csv)
-    metrics = write_metrics(state, L.metrics)
-    plot_accuracy(rows, state.final, L.accuracy_plot)
-    plot_costs(rows, L.cost_plot)
+    remove_stale_temps(L.reports, min_age=60)  # what a killed report left (older than any live write)
+    state = ExperimentState.load(L.state_of(p))
     run_id = state.tracking.get("mlflow_run_id")
+    rows, metrics = write_reports(state, L, run_id)
     if run_id:
-        tracking.log_artifacts(run_id, [L.accuracy_plot, L.cost_plot, L.rounds_csv, L.metrics])
         tracking.finish(run_id)
     say()
     say(format_table(rows))
     say()
-    say(describe_results(state, L, name=p.experiment.name, tracking_uri=tracking.tracking_uri()))
+    say(
+        describe_results(
+            state, L, name=p.experiment.name, tracking_uri=tracking.tracking_uri(), human=p.oracle.name == "human"
+        )
+    )
     return metrics
 
 
 @flow(name="alcore-pipeline", validate_parameters=True)
-def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, Any]:
+def pipeline(params: Params, fresh: bool = False, root: str = ".", discard_labels: bool = False) -> dict[str, Any]:
     """All stages in order: prepare, encoder, features, pretext, active_learning, report. With people as
     the oracle (``oracle.name: human``) one labeling cycle takes active_learning's place: it exports
     the first batch, or ingests what came back and exports the next one."""
+    rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     info = prepare(params, root=root)
     check_budget(params.al, info["n_pool"])  # before any training, not after it
     check_oracle(params.oracle, info.get("n_unlabeled", 0))
@@ -162,13 +170,15 @@ def pipeline(params: Params, fresh: bool = False, root: str = ".") -> dict[str, 
     features(params, root=root)
     pretext(params, root=root)
     if params.oracle.name == "human":
-        labeling_cycle(params, fresh=fresh, root=root)
+        labeling_cycle(params, fresh=fresh, root=root, discard_labels=discard_labels)
     else:
         active_learning(params, fresh=fresh, root=root)
     return report(params, root=root)
 
 
-def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: str = ".") -> Any:
+def run_stage(
+    params: Params, *, stage: str = "all", fresh: bool = False, root: str = ".", discard_labels: bool = False
+) -> Any:
     """Run one stage (or ``all``) after checking every name in ``params``."""
     from alcore.errors import AlcoreError
 
@@ -176,7 +186,7 @@ def run_stage(params: Params, *, stage: str = "all", fresh: bool = False, root: 
         raise AlcoreError(f"unknown stage {stage!r}. Allowed: {', '.join((*STAGES, 'all'))}.")
     check_params(params)
     if stage == "all":
-        return pipeline(params, fresh=fresh, root=root)
+        return pipeline(params, fresh=fresh, root=root, discard_labels=discard_labels)
     if stage == "active_learning":
         return active_learning(params, fresh=fresh, root=root)
     stages = {"prepare": prepare, "encoder": encoder, "features": features, "pretext": pretext, "report": report}

@@ -35,10 +35,13 @@ def start_run(experiment: str, params: dict[str, Any], run_id: str | None = None
     client = MlflowClient()
     if run_id is not None:
         try:
-            client.get_run(run_id)
-            return run_id
+            run = client.get_run(run_id)
         except Exception:  # noqa: BLE001 - a run lost with its store: start a new one
             pass
+        else:
+            if run.info.status != "RUNNING":  # ended by the last cycle (or a stop): it runs again
+                client.update_run(run_id, status="RUNNING")
+            return run_id
     exp = client.get_experiment_by_name("alcore")
     exp_id = exp.experiment_id if exp else client.create_experiment("alcore", artifact_location=_artifact_root())
     run = client.create_run(exp_id, run_name=experiment, tags={"alcore.experiment": experiment})
@@ -89,6 +92,7 @@ def log_artifacts(run_id: str, paths: Iterable[str | Path]) -> None:
 
 
 def finish(run_id: str, status: str = "FINISHED") -> None:
+    """End the run: FINISHED, FAILED or KILLED (it is never left RUNNING by a flow that ended)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 

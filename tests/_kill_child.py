@@ -17,6 +17,8 @@ At the learner's steps:
 - ``saved``: SIGKILL just after the K-th save of the run state;
 - ``bought``: SIGKILL when the K-th batch of labels has been bought from the oracle (the ``label``
   step returned) and before the state that records them is written;
+- ``sigterm`` / ``sigint``: the process sends itself SIGTERM / SIGINT (Ctrl-C) just after the K-th
+  save of the run state (it goes on until the signal lands, mid-run);
 - ``none``: no fault (the test may still kill the process on a timer).
 
 With ``ALCORE_TEST_ORACLE_LOG`` set, every id the oracle is asked about is appended to that file.
@@ -79,6 +81,19 @@ def install(mode: str, k: int) -> None:
         from alcore.run_state import ExperimentState
 
         _at_kth(ExperimentState, "save", k, before=False)
+    if mode in ("sigterm", "sigint"):
+        from alcore.run_state import ExperimentState
+
+        sig = signal.SIGTERM if mode == "sigterm" else signal.SIGINT
+        real, saves = ExperimentState.save, []
+
+        def save_then_signal(self, *a, **kw):
+            real(self, *a, **kw)
+            saves.append(1)
+            if len(saves) == k:
+                os.kill(os.getpid(), sig)
+
+        ExperimentState.save = save_then_signal
     if mode == "bought":
         from alcore.rounds import ActiveLearner
 

@@ -17,7 +17,8 @@ _ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
     "PREFECT_LOCAL_STORAGE_PATH": str(_SESSION_TMP / "prefect-storage"),
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LEVEL": "INFO",  # as flows._env sets it: INFO to the API, warnings on the console
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'mlflow.db'}",
     "ALCORE_MLFLOW_ARTIFACTS": str(_SESSION_TMP / "mlartifacts"),

@@ -124,3 +124,50 @@ def test_an_edit_to_any_library_file_changes_every_stage(project):
         assert f"{stage}:" in out, out
     assert "modified:" in out and "alcore" in out, out
     assert "Data and pipelines are up to date" in _run([DVC, "status"], root, env)
+
+
+@pytest.mark.slow  # two labeling cycles and a forced `dvc repro` of every stage: a minute or two on 2 cores
+def test_dvc_repro_keeps_every_label_people_gave(project):
+    """The issue's case: people label the experiment of the default name (the one `make demo`
+    rebuilds) and `dvc repro` runs again, forced (DVC deletes every output before its stage runs):
+    every label, the state and the returned annotation files are still there, and `alcore show`
+    (the demo's second command) reports the automated run beside them."""
+    import csv
+
+    from alcore.datasets import load_dataset
+    from alcore.layout import Layout
+    from alcore.run_state import ExperimentState
+
+    root, env = project
+    _run([DVC, "repro"], root, env)
+    people = ["--set", "oracle.name=human", "--set", "labeling.settle_seconds=0"]
+    cycle = [os.sys.executable, "-m", "flows.labeling", *people]
+    _run(cycle, root, env)  # the first batch goes out
+    L = Layout(root)
+    job = L.outbox("dvc") / "batch-0001.csv"
+    data = load_dataset("digits", max_pool=300, max_test=100)
+    truth = {int(i): data.classes[c] for i, c in zip(data.pool.ids, data.pool.labels, strict=True)}
+    with open(job, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    L.inbox("dvc").mkdir(parents=True, exist_ok=True)
+    with open(L.inbox("dvc") / "answers.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([{**r, "label": truth[int(r["sample_id"])]} for r in rows])
+    _run(cycle, root, env)  # people's answers committed, batch 2 goes out
+    state = L.state("dvc", human=True)
+    bought = ExperimentState.load(state)
+    assert bought.labels.n_labeled == len(rows) > 0
+    done = sorted(p.name for p in (L.inbox("dvc") / "done").iterdir())
+    before = state.read_bytes()
+
+    out = _run([DVC, "repro", "--force"], root, env)  # every stage again: DVC deletes runs/ and the rest first
+    assert "Running stage 'active_learning'" in out
+    assert state.read_bytes() == before  # every label people gave, untouched
+    assert sorted(p.name for p in (L.inbox("dvc") / "done").iterdir()) == done  # and the files they returned
+    assert (L.outbox("dvc") / "batch-0002.csv").is_file()
+    assert ExperimentState.load(L.state("dvc")).final is not None  # the automated run beside them
+    shown = _run([os.sys.executable, "-m", "alcore.cli", "show"], root, env)
+    assert "Final network" in shown and "state          runs/dvc/state.json\n" in shown
+    shown = _run([os.sys.executable, "-m", "alcore.cli", "show", *people], root, env)
+    assert "state          labels/dvc/state.json  (labels people gave: in no DVC output)" in shown

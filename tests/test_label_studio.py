@@ -111,7 +111,7 @@ def test_a_real_label_studio_from_import_to_final_network(tmp_path, tiny_stages)
         png = ls.call("GET", "/data/local-files/?d=" + urllib.parse.quote(rel), raw=True)
         assert png == (outbox / "images" / f"{ids[0]}.png").read_bytes()
 
-    st = ExperimentState.load(L.state(name))
+    st = ExperimentState.load(L.state(name, human=True))
     labeled = st.labels.labeled_ids
     assert st.labels.n_labeled == 20 == st.ledger.totals()["labels"]
     assert st.ledger.totals()["label_usd"] == pytest.approx(20 * PRICE)  # each label paid once

@@ -44,7 +44,7 @@ def truth_of(params) -> dict[int, str]:
 
 
 def open_job(root: Path, name: str) -> tuple[int, list[dict[str, str]]]:
-    st = ExperimentState.load(Layout(root).state(name))
+    st = ExperimentState.load(Layout(root).state(name, human=True))
     b = st.labeling.open_batch
     with open(Layout(root).outbox(name) / f"{b.name}.csv", newline="") as fh:
         return b.round, list(csv.DictReader(fh))
@@ -61,7 +61,7 @@ def answer_csv(root: Path, name: str, truth: dict[int, str], rows: list[dict[str
 
 def answer_label_studio(root: Path, name: str, truth: dict[int, str], file: str, only: set[int] | None = None) -> None:
     """What Label Studio exports after annotators worked on the imported task JSON."""
-    st = ExperimentState.load(Layout(root).state(name))
+    st = ExperimentState.load(Layout(root).state(name, human=True))
     tasks = json.loads((Layout(root).outbox(name) / f"{st.labeling.open_batch.name}.labelstudio.json").read_text())
     for i, t in enumerate(tasks):
         t["id"] = 500 + i
@@ -128,7 +128,7 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     out = labeling_cycle(p, root=str(project))
     (msg,) = out["refused"]
     assert "row 4: label 'cat' is not a class" in msg and "row 12: unknown sample id 999999" in msg
-    st = ExperimentState.load(L.state("people"))
+    st = ExperimentState.load(L.state("people", human=True))
     assert st.labels.n_labeled == 19 and st.labeling.open_batch.round == 2  # 9 good rows in, one open
     done = sorted((L.inbox("people") / "done").glob("*.problems.txt"))
     assert len(done) == 1 and "row 4" in done[0].read_text()
@@ -148,7 +148,7 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
     out = labeling_cycle(p, root=str(project))
     assert out["did"].startswith("all 3 rounds labeled; final network") and out["finished"]
     assert labeling_cycle(p, root=str(project))["did"] == "finished"
-    st = ExperimentState.load(L.state("people"))
+    st = ExperimentState.load(L.state("people", human=True))
     paid, trained = st.ledger.totals()["label_usd"], st.final
 
     # a reviewer fixes a label in Label Studio after the final network: the fix is accepted (its round
@@ -162,11 +162,13 @@ def test_cycles_from_first_batch_to_final_network(project, monkeypatch, capsys):
         out = labeling_cycle(p, root=str(project))
         assert out["did"].startswith("all 3 rounds labeled; final network") and out["refused"] == []
         assert out["imports"][0]["corrected"] == 1 and out["label_usd"] == pytest.approx(paid)
-        assert ExperimentState.load(L.state("people")).final["labels_digest"] != trained.get("labels_digest")
-        trained = ExperimentState.load(L.state("people")).final
+        assert ExperimentState.load(L.state("people", human=True)).final["labels_digest"] != trained.get(
+            "labels_digest"
+        )
+        trained = ExperimentState.load(L.state("people", human=True)).final
     assert labeling_cycle(p, root=str(project))["did"] == "finished"
 
-    st = ExperimentState.load(L.state("people"))
+    st = ExperimentState.load(L.state("people", human=True))
     assert [(c["id"], c["round"]) for c in st.labeling.corrections] == [(sid, rnd), (sid, rnd)]
     assert st.labels.round_of(np.array([sid]))[0] == rnd  # the round it was bought in, kept
     assert st.labels.n_labeled == 30 == st.ledger.totals()["labels"]
@@ -194,7 +196,7 @@ def test_min_fraction_moves_on_and_late_labels_are_still_welcome(project):
     answer_csv(project, "partial", truth, rows1[5:] + rows2[:2], "late.csv")
     out = labeling_cycle(p, root=str(project))
     assert out["did"] == "waiting for labels" and out["labels"] == 12 and out["requested"] == 8
-    st = ExperimentState.load(Layout(project).state("partial"))
+    st = ExperimentState.load(Layout(project).state("partial", human=True))
     late = np.array([int(r["sample_id"]) for r in rows1[5:]])
     assert (st.labels.round_of(late) == 2).all()  # labels are recorded in the round they came in
 
@@ -204,9 +206,9 @@ def test_a_second_run_on_the_same_experiment_refuses(project):
 
     p = parse_params(human("locked"))
     labeling_cycle(p, root=str(project))
-    state = Layout(project).state("locked")
+    state = Layout(project).state("locked", human=True)
     before = state.read_bytes()
-    with experiment_lock(Layout(project).run_dir("locked")):
+    with experiment_lock(Layout(project).run_dir("locked", human=True)):
         with pytest.raises(ExperimentLockedError, match="Another run holds the experiment in .*locked.*Fix: wait"):
             labeling_cycle(p, root=str(project))
     assert state.read_bytes() == before
@@ -219,7 +221,7 @@ def test_a_refusal_reaches_the_user_as_one_line_with_the_traceback_in_a_log(proj
     (project / "params.yaml").write_text(yaml.safe_dump(human("refused")))
     assert main(["label", "cycle"]) == 0
     capfd.readouterr()
-    with experiment_lock(Layout(project).run_dir("refused")):
+    with experiment_lock(Layout(project).run_dir("refused", human=True)):
         assert main(["label", "cycle"]) == 2
     out = capfd.readouterr()
     err = out.err + out.out
@@ -293,3 +295,71 @@ def test_your_own_unlabeled_images(tmp_path, prefect_harness):
     answer_csv(project, "mine", answers, rows1, "mine.csv")
     out = labeling_cycle(p, root=str(project))
     assert out["did"] == "selected batch 2 (5 samples)" and out["labels"] == 5
+
+
+def _label_one_batch(project: Path, name: str) -> ExperimentState:
+    """Two cycles: the first batch goes out, people answer it all, the second cycle commits it."""
+    from flows.labeling import labeling_cycle
+
+    p = parse_params(human(name))
+    labeling_cycle(p, root=str(project))
+    _, rows = open_job(project, name)
+    answer_csv(project, name, truth_of(p), rows, "answers.csv")
+    labeling_cycle(p, root=str(project))
+    return ExperimentState.load(Layout(project).state(name, human=True))
+
+
+def test_labels_people_gave_live_outside_every_output_and_fresh_refuses_to_drop_them(project):
+    """The state, the jobs and the answer files of a people-labeled experiment are under labels/,
+    which no DVC stage declares and no command deletes; --fresh refuses to start it over unless told."""
+    from flows.labeling import labeling_cycle
+
+    L = Layout(project)
+    st = _label_one_batch(project, "kept")
+    assert st.labels.n_labeled == 10
+    assert L.state("kept", human=True).is_file() and (L.inbox("kept") / "done").is_dir()
+    assert L.inbox("kept").is_relative_to(L.labels) and not L.run_dir("kept").exists()
+    stages = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["stages"]
+    outs = [str(o if isinstance(o, str) else next(iter(o))) for s in stages.values() for o in s.get("outs", [])]
+    assert not [o for o in outs if Path(o).parts[0] in ("labels", ".alcore")], outs
+
+    before = L.state("kept", human=True).read_bytes()
+    with pytest.raises(ConfigError, match=r"--fresh would start 'kept' over without the 10 label.*--discard-labels"):
+        labeling_cycle(parse_params(human("kept")), fresh=True, root=str(project))
+    assert L.state("kept", human=True).read_bytes() == before  # refused before anything changed
+    labeling_cycle(parse_params(human("kept")), fresh=True, discard_labels=True, root=str(project))
+    archived = list(L.run_dir("kept", human=True).glob("state.archived-*.json"))
+    assert len(archived) == 1 and archived[0].read_bytes() == before  # told to: the labels are kept aside
+
+
+def test_people_labeled_experiment_left_in_runs_by_an_older_alcore_moves_out_of_dvcs_way(project):
+    import shutil
+
+    from flows.labeling import labeling_cycle
+
+    L = Layout(project)
+    _label_one_batch(project, "legacy")
+    old = L.run_dir("legacy")
+    shutil.move(L.run_dir("legacy", human=True), old)  # where an older alcore kept it
+    out = labeling_cycle(parse_params(human("legacy")), root=str(project))
+    assert out["labels"] == 10 and not old.exists()
+    assert ExperimentState.load(L.state("legacy", human=True)).labels.n_labeled == 10
+
+
+def test_the_mlflow_run_of_a_labeling_cycle_ends_with_the_automated_flows_plots(project, tmp_path, monkeypatch):
+    """Each cycle that logged to MLflow ends its run (FINISHED, never left RUNNING) and logs the
+    per-round table, metrics and plots, as the report stage does for the automated flow."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # a file store of its own
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps it in maintenance mode
+    monkeypatch.setenv("ALCORE_MLFLOW_ARTIFACTS", str(tmp_path / "artifacts"))
+    st = _label_one_batch(project, "tracked")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    run = client.get_run(st.tracking["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["alcore.labeling"] == "waiting for labels"
+    assert {"accuracy_vs_labels.png", "cost_breakdown.png", "rounds.csv", "metrics.json"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    assert "proxy_accuracy" in run.data.metrics
+    assert (Layout(project).run_dir("tracked", human=True) / "reports" / "rounds.csv").is_file()

@@ -113,9 +113,9 @@ class Annotator:
 def check_consistent(root: Path, annotator: Annotator) -> dict[str, int]:
     """The invariants that must hold after any kill."""
     L = Layout(root)
-    if not L.state(NAME).exists():
+    if not L.state(NAME, human=True).exists():
         return {"labeled": 0}
-    st = ExperimentState.load(L.state(NAME))  # loads: never half-written
+    st = ExperimentState.load(L.state(NAME, human=True))  # loads: never half-written
     sd = st.labels.state_dict()
     assert len(sd["labeled_ids"]) == len(set(sd["labeled_ids"]))  # no sample labeled twice
     st.labels.check_invariants()
@@ -185,7 +185,7 @@ def run_trials(
         out = said + proc.communicate(timeout=300)[0]
         assert proc.returncode in (0, 1), out
     final = check_consistent(root, annotator)
-    st = ExperimentState.load(Layout(root).state(NAME))
+    st = ExperimentState.load(Layout(root).state(NAME, human=True))
     committed = dict(
         zip(st.labels.labeled_ids.tolist(), map(str, st.labels.labels_of(st.labels.labeled_ids)), strict=True)
     )
@@ -240,5 +240,5 @@ def test_two_runs_at_once_one_refuses(tmp_path, tiny_stages, forker):
     out1 = said + first.communicate(timeout=300)[0]
     assert first.returncode == 0, out1
     assert second.returncode == 2 and "Another run holds the experiment" in out2 and "Fix:" in out2, out2
-    st = ExperimentState.load(Layout(root).state(NAME))
+    st = ExperimentState.load(Layout(root).state(NAME, human=True))
     assert len(st.labeling.batches) == 1 and st.labels.n_labeled == 0

@@ -79,6 +79,7 @@ def test_positions_and_seeds():
 
 
 def test_second_process_is_locked_out(tmp_path):
+    tmp_path = tmp_path / "runs" / "x"  # the lock is kept in the project's .alcore/locks, two levels up
     code = (
         "import sys; from alcore.run_state import experiment_lock\n"
         "from alcore.errors import ExperimentLockedError\n"

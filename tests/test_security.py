@@ -123,3 +123,63 @@ def test_manifest_paths_cannot_escape_the_root(tmp_path):
         m.write_text(f"path,label\n{path},a\n")
         with pytest.raises(DataError, match="outside the root"):
             load_dataset("image_folder", root=str(root), manifest=str(m))
+
+
+class _Payload:
+    """Unpickling this creates the file ``path``: what a planted cache file would run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("planted", ["pickle", "json-object"])
+def test_a_result_planted_in_the_cache_is_refused_never_run(planted, prefect_harness, tmp_path, caplog):
+    """A file planted where the label task's cached result lives (what a shared .prefect/storage
+    allows) is refused before Prefect decodes it: the payload never runs, the task runs again, the
+    labels are the oracle's, and the user is told which file was refused and why."""
+    import base64
+    import json
+    import pickle
+
+    from prefect import flow
+
+    from alcore.config import parse_params
+    from alcore.steps import load_data
+    from tasks.label import label
+    from tests._tiny import tiny
+
+    p = parse_params(tiny())
+    data = load_data(p.data)
+    ids = data.pool.ids[[3, 14, 15, 92]].tolist()
+    seed = {"pickle": 4242, "json-object": 4243}[planted]  # keys no other test writes
+
+    @flow
+    def buy() -> tuple[dict, str]:
+        state = label(p.oracle, p.data, data.fingerprint(), ids, seed=seed, return_state=True)
+        return state.result(), state.data.metadata.storage_key
+
+    truth, key = buy()
+    stored = Path(key)
+    assert stored.is_file()
+
+    marker = tmp_path / "payload-ran"
+    record = json.loads(stored.read_text())
+    if planted == "pickle":
+        record["metadata"]["serializer"] = {"type": "pickle", "picklelib": "pickle"}
+        record["result"] = base64.encodebytes(pickle.dumps(_Payload(str(marker)))).decode()
+    else:  # JSON, but an object Prefect's decoder would import and build
+        record["result"] = json.dumps({"__class__": "pathlib.Path", "data": str(marker)})
+    stored.write_text(json.dumps(record))
+    caplog.clear()
+
+    again, _ = buy()
+    assert not marker.exists()  # the payload never ran
+    assert again == truth  # recomputed, not the planted value
+    err = caplog.text  # the run's log (Prefect's console and the run's page in the UI)
+    assert f"Refused the cached result {stored}" in err and "was not decoded" in err, err
+    assert stored.with_name(stored.name + ".refused").is_file()  # kept aside for inspection
+    assert ("'pickle', not alcore's plain JSON" if planted == "pickle" else "encoded object (pathlib.Path)") in err
+    assert json.loads(stored.read_text())["metadata"]["serializer"]["type"] == "json"  # replaced by the real one

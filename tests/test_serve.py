@@ -117,7 +117,7 @@ def serve_and_check(api: str, tmp_path: Path, tiny_stages: Path) -> None:
         # own (its token-authenticated control channel to the flow-run processes it starts)
         ports = listening(serve.pid)
         assert len(ports) <= 1 and all(" 127.0.0.1:" in p for p in ports), ports
-        st = ExperimentState.load(Layout(root).state("served"))
+        st = ExperimentState.load(Layout(root).state("served", human=True))
         assert st.labeling.open_batch.round == 1
         assert (Layout(root).outbox("served") / "batch-0001.csv").is_file()
 
