@@ -177,7 +177,7 @@ def test_missing_inputs_and_bad_parameters_are_named():
         StopContext(n_labeled=[100, 200], estimates=_estimates(np.array([100])))
 
 
-def test_config_fields_are_checked_and_refused_until_the_flows_read_them():
+def test_config_fields_are_checked_and_accepted_now_that_the_engine_reads_them():
     from alcore.config import AuditCfg, parse_params
 
     assert parse_params({}).al.stop == "never" and not parse_params({}).al.audit.enabled
@@ -185,8 +185,11 @@ def test_config_fields_are_checked_and_refused_until_the_flows_read_them():
         parse_params({"al": {"stop": "cost_aware"}})
     with pytest.raises(ConfigError, match="Unknown stop rule 'kappa'"):
         parse_params({"al": {"stop": "kappa"}})
-    with pytest.raises(ConfigError, match="not wired into the flows yet"):
-        parse_params({"al": {"stop": "cost_aware", "audit": {"fraction": 0.1}}})
+    al = parse_params({"al": {"stop": "cost_aware", "audit": {"fraction": 0.1, "target": 0.9}}}).al
+    assert al.stop == "cost_aware" and al.audit.enabled and al.audit.target == 0.9
+    assert parse_params({"al": {"stop": "stabilizing_predictions"}}).al.stop == "stabilizing_predictions"  # no audit
+    with pytest.raises(ConfigError, match="al.audit.target forecasts from the audit"):
+        parse_params({"al": {"audit": {"target": 0.9}}})
     with pytest.raises(ConfigError, match="needs al.audit.estimator=ppi"):
         parse_params({"al": {"audit": {"sampling": "active", "estimator": "wilson"}}})
     audit = AuditCfg(initial=150, fraction=0.1)
