@@ -42,8 +42,10 @@ STATE_VERSION = 1
 def experiment_digest(p: Any) -> str:
     """What an experiment's labels depend on: its parameters, less what may change while it goes
     on (the device, progress bars, compare settings, the human oracle's hand-off, and where and how
-    the work runs: the feature runner, shards, memory budget and work pools)."""
+    the work runs: the feature runner, shards, memory budget and work pools; and the accuracy the
+    forecast prices, ``al.audit.target``, which changes no label bought)."""
     d = p.model_dump(mode="json", exclude={"compare", "labeling", "orchestration"})
+    d["al"]["audit"].pop("target", None)
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
     d["features"] = {"batch_size": d["features"]["batch_size"]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

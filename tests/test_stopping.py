@@ -195,3 +195,14 @@ def test_config_fields_are_checked_and_accepted_now_that_the_engine_reads_them()
     audit = AuditCfg(initial=150, fraction=0.1)
     assert [audit.draws_at(n) for n in (100, 1500, 3000)] == [150, 150, 300]
     assert AuditCfg().draws_at(3000) == 0
+
+
+def test_the_forecast_target_is_not_part_of_the_experiment():
+    from alcore.config import parse_params
+    from alcore.run_state import experiment_digest
+
+    audit = {"fraction": 0.1}
+    a = parse_params({"al": {"audit": audit}})
+    b = parse_params({"al": {"audit": {**audit, "target": 0.9}}})
+    c = parse_params({"al": {"audit": {**audit, "reserve": 0.2}}})
+    assert experiment_digest(a) == experiment_digest(b) != experiment_digest(c)
