@@ -206,3 +206,10 @@ def test_the_forecast_target_is_not_part_of_the_experiment():
     b = parse_params({"al": {"audit": {**audit, "target": 0.9}}})
     c = parse_params({"al": {"audit": {**audit, "reserve": 0.2}}})
     assert experiment_digest(a) == experiment_digest(b) != experiment_digest(c)
+
+
+def test_cost_aware_does_not_fail_after_the_last_planned_round():
+    ctx = _context(6)
+    ctx.next_batch = None  # the loop's last round: nothing left to price
+    d = make_stop_rule("cost_aware").decide(ctx)
+    assert not d.stop and "last planned round" in d.reason

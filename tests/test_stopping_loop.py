@@ -48,6 +48,7 @@ def test_the_engine_stops_at_the_target_and_keeps_the_audit_apart(project):
     assert not any(st.records[r]["stop"]["stop"] for r in range(1, st.round))
     assert out["stop_reason"] == last["stop"]["reason"] and out["stopped_after_round"] == st.round
     assert st.final is not None and st.final["labels"] == st.labels.n_labeled == sum(p.al.schedule()[: st.round])
+    assert learner(p, project).run()["labels"] == st.labels.n_labeled  # run again: still stopped, nothing bought
     # the reserve is never selected nor trained on; its labels are bought once and paid as audit labels
     reserve = st.audit.reserve_ids
     assert reserve.size == 60 and not np.intersect1d(reserve, st.labels.labeled_ids).size
