@@ -590,6 +590,14 @@ class Audit:
         """(M,) each draw's label, -1 while it is not bought."""
         return np.array([self._labels.get(int(self.reserve_ids[p]), -1) for p in self._draw_pos], dtype=np.int64)
 
+    def draw_rounds(self) -> np.ndarray:
+        """(M,) the round each draw was made in."""
+        return np.asarray(self._draw_round, dtype=np.int64)
+
+    def labels_of(self, ids: Any) -> np.ndarray:
+        """The audit labels of labeled ``ids``."""
+        return np.array([self._labels[int(i)] for i in np.asarray(ids, dtype=np.int64)], dtype=np.int64)
+
     def draw_positions(self) -> np.ndarray:
         """(M,) each draw's position in the reserve, in draw order."""
         return np.asarray(self._draw_pos, dtype=np.int64)

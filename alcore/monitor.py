@@ -90,13 +90,14 @@ def draw(state: Any, al: ALCfg, round: int, n_after: int, *, seed: int) -> np.nd
     audit = state.audit
     if audit is None:
         return np.zeros(0, dtype=np.int64)
-    if not any(r >= round for r in audit._draw_round):
+    rounds = audit.draw_rounds()
+    if not (rounds >= round).any():
         m = al.audit.draws_at(n_after) - audit.n_draws
         if m > 0:
             prev = state.monitor.get("predictions", {}).get(str(round - 1))
             conf = None if prev is None else np.asarray(prev["conf"], dtype=np.float64)
             audit.draw(None, m, random_state=derive_seed(seed, "audit", round), round=round, confidence=conf)
-    earlier = np.concatenate([audit.drawn_in(r) for r in sorted(set(audit._draw_round)) if r < round] or [[]])
+    earlier = np.concatenate([audit.drawn_in(r) for r in np.unique(audit.draw_rounds()) if r < round] or [[]])
     mine = np.intersect1d(audit.drawn_in(round), audit.pending_ids)
     return np.setdiff1d(mine, earlier.astype(np.int64)).astype(np.int64)
 
@@ -129,7 +130,7 @@ def _estimates(state: Any, rounds: list[int]) -> tuple[list[int], list[Any], np.
     if not keep.size:
         return [], [], None
     y, pos = labels[keep], audit.draw_positions()[keep]
-    draw_round = np.asarray(audit._draw_round, dtype=np.int64)[keep]
+    draw_round = audit.draw_rounds()[keep]
     w = audit.weights()
     preds = state.monitor["predictions"]
     used, C, F, fbar, md = [], [], [], [], []

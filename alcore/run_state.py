@@ -280,7 +280,7 @@ class ExperimentState:
             return self.labels
         view = LabelState.from_state_dict(self.labels.state_dict())
         ids = self.audit.labeled_ids()
-        view.label(ids, np.array([self.audit._labels[int(i)] for i in ids]), max(1, view.current_round))
+        view.label(ids, self.audit.labels_of(ids), max(1, view.current_round))
         return view
 
     def commit_answers(self, round: int, ids: np.ndarray, labels: np.ndarray) -> None:
