@@ -233,11 +233,15 @@ def bench(name: str, args: argparse.Namespace) -> None:
                 )
 
 
-def _ms(v: list[float], scale: float = 100.0, digits: int = 1) -> str:
+def _ms(v: list[float], scale: float = 100.0, digits: int = 1, n: int | None = None) -> str:
+    """Mean ± std; a cell measured on fewer seeds than its row (``n``) says how many (one: no spread)."""
     if not v:
         return "-"
     a = np.asarray(v) * scale
-    return f"{a.mean():.{digits}f} ± {a.std():.{digits}f}"
+    if len(a) == 1 and n not in (None, 1):
+        return f"{a[0]:.{digits}f} (n=1)"
+    cell = f"{a.mean():.{digits}f} ± {a.std():.{digits}f}"
+    return cell if n is None or len(a) == n else f"{cell} (n={len(a)})"
 
 
 def report(names: list[str], args: argparse.Namespace) -> None:
@@ -269,7 +273,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
             for k in latest:
                 if k[0] == b and k[2] == "auto":
                     chose[latest[k]["chosen"]] = chose.get(latest[k]["chosen"], 0) + 1
-            cells = " | ".join(_ms(acc[m]) for m in methods)
+            cells = " | ".join(_ms(acc[m], n=len(seeds)) for m in methods)
             print(
                 f"| {b} | {len(seeds)} | {cells} | {_ms(both)} | "
                 + ", ".join(f"{m} x{c}" for m, c in sorted(chose.items()))
@@ -281,7 +285,8 @@ def report(names: list[str], args: argparse.Namespace) -> None:
         print("|---:|" + "---:|" * len(methods))
         for b in budgets:
             secs = {m: [latest[k]["seconds"] for k in latest if k[0] == b and k[2] == m] for m in methods}
-            print(f"| {b} | " + " | ".join(_ms(secs[m], 1.0, 1 if m in NETWORKS else 2) for m in methods) + " |")
+            n = len({k[1] for k in latest if k[0] == b})
+            print(f"| {b} | " + " | ".join(_ms(secs[m], 1.0, 1 if m in NETWORKS else 2, n) for m in methods) + " |")
         if goal_rows:
             worst = min(goal_rows, key=lambda x: x[1])
             print(

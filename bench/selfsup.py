@@ -1,6 +1,7 @@
 """Which strategy wins at which budget, on self-supervised features (NTKCPL's question).
 
-For each setting a ResNet-20 is pre-trained with SimCLR on the unlabeled pool (no labels), the pool
+For each setting a ResNet-20 is pre-trained with SimCLR on the unlabeled pool (no labels; with
+``--pretrained``, an ImageNet backbone such as EfficientNet-Lite0 instead), the pool
 and test features are extracted once, and the rotation pretext task gives PT4AL its per-image
 losses. Then every strategy runs the same active-learning loop on those frozen features: a proxy
 MLP (METHODS.md section 1) trained from scratch each round, budgets from 1 to 50 labels per class,
@@ -16,6 +17,7 @@ Usage::
 
     uv run python bench/selfsup.py                                  # both settings, 3 seeds
     uv run python bench/selfsup.py --settings fmnist --seeds 0 --ssl-epochs 2   # a quick look
+    uv run python bench/selfsup.py --pretrained --arch efficientnet_lite0 --input-size 48   # ImageNet Lite0
 
 The encoder, features and pretext losses are cached under ``--work`` (default bench/out/work), so a
 re-run only repeats the selection loops.
@@ -59,16 +61,34 @@ def data_cfg(setting: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"name": "npz", "params": {"path": str(path), "max_pool": args.pool, "max_test": args.test}}
 
 
+def encoder_cfg(args: argparse.Namespace) -> Any:
+    """``--pretrained``: the ImageNet weights of ``--arch`` (e.g. efficientnet_lite0 from its package)
+    at ``--input-size`` and ``--feature-level``, no SimCLR; otherwise SimCLR on the pool."""
+    from alcore.config import EncoderCfg
+
+    if args.pretrained:
+        return EncoderCfg(arch=args.arch, pretrained=True, input_size=args.input_size, feature_level=args.feature_level)
+    return EncoderCfg(arch=args.arch, ssl={"method": "simclr", "epochs": args.ssl_epochs, "batch_size": 256})
+
+
+def describe_encoder(args: argparse.Namespace) -> str:
+    if args.pretrained:
+        lvl = "last level" if args.feature_level is None else f"level {args.feature_level}"
+        return f"ImageNet {args.arch} {args.input_size or 'native'} px {lvl}"
+    return f"SimCLR {args.arch} ({args.ssl_epochs} epochs)"
+
+
 def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Encoder (SimCLR on the pool), pool/test features and pretext losses, cached in ``work``."""
-    from alcore.config import DataCfg, EncoderCfg, PretextCfg
+    """Encoder (``--pretrained`` weights, or SimCLR on the pool), pool/test features and pretext
+    losses, cached in ``work``."""
+    from alcore.config import DataCfg, PretextCfg
     from alcore.encoders import load_encoder, save_encoder
     from alcore.features import read_features, write_features
     from alcore.keys import ref
     from alcore.steps import compute_features, load_data, pretext_losses, pretrained_encoder, stopwatch
 
     dc = DataCfg(**data_cfg(setting, args))
-    ec = EncoderCfg(arch=args.arch, ssl={"method": "simclr", "epochs": args.ssl_epochs, "batch_size": 256})
+    ec = encoder_cfg(args)
     pc = PretextCfg(epochs=args.pretext_epochs, init=args.pretext_init)
     key = hashlib.sha256(
         json.dumps([dc.model_dump(), ec.model_dump(), pc.model_dump(), args.seed_ssl], sort_keys=True).encode()
@@ -82,7 +102,7 @@ def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
         with stopwatch() as t:
             enc = pretrained_encoder(ec, data, seed=args.seed_ssl, device="auto", progress=False)
         save_encoder(enc, enc_path)
-        times["simclr"] = t["seconds"]
+        times["pretrained" if args.pretrained else "simclr"] = t["seconds"]
     enc = load_encoder(enc_path)
     for split in ("pool", "test"):
         f = work / f"{split}.parquet"
@@ -195,6 +215,11 @@ def parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
     ap.add_argument("--pool", type=int, default=5000, help="pool size (a stratified subsample)")
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--arch", default="cifar_resnet20")
+    ap.add_argument(
+        "--pretrained", action="store_true", help="ImageNet weights of --arch (e.g. efficientnet_lite0), no SimCLR"
+    )
+    ap.add_argument("--input-size", type=int, default=None, help="--pretrained: input pixels (e.g. 48)")
+    ap.add_argument("--feature-level", type=int, default=None, help="--pretrained: feature level (default: last)")
     ap.add_argument("--ssl-epochs", type=int, default=15)
     ap.add_argument("--seed-ssl", type=int, default=0)
     ap.add_argument("--pretext-epochs", type=int, default=5)
@@ -256,11 +281,12 @@ def main() -> int:
             )
         for g in goals:
             print("GOAL " + g)
-        png = args.out / f"selfsup_{setting}.png"
-        plot(budgets, res, f"{setting}: SimCLR {args.arch} features, proxy MLP, {len(args.seeds)} seeds", png)
+        tag = f"_{args.arch}_{args.input_size or 'native'}px" if args.pretrained else ""
+        png = args.out / f"selfsup_{setting}{tag}.png"
+        plot(budgets, res, f"{setting}: {describe_encoder(args)} features, proxy MLP, {len(args.seeds)} seeds", png)
         print(f"plot: {png}  ({time.perf_counter() - t0:.0f} s for this setting)")
         report = {"budgets": budgets, "results": res, "wins": wins, "goals": goals, "times": prep["times"]}
-        (args.out / f"selfsup_{setting}.json").write_text(json.dumps(report, indent=1, default=float))
+        (args.out / f"selfsup_{setting}{tag}.json").write_text(json.dumps(report, indent=1, default=float))
     return 0
 
 
