@@ -30,6 +30,7 @@ Usage (run alone: the proxy's compute seconds feed the cost model)::
 
     uv run python bench/stopping.py --seeds 0 1 2
     uv run python bench/stopping.py --seeds 0 1 2 --report
+    uv run python bench/stopping.py --seeds 0 1 2 --reserve 0.3 --audit-initial 200 --audit-fraction 0.2  # a larger audit
 """
 
 from __future__ import annotations
@@ -54,14 +55,25 @@ ROUNDS, INITIAL, BATCH = 20, 100, 100
 AUDIT = {"reserve": 0.2, "initial": 100, "fraction": 0.1, "sampling": "active", "estimator": "ppi"}
 
 
-def params(seed: int) -> Any:
+def audit_cfg(args: argparse.Namespace) -> dict[str, Any]:
+    return {**AUDIT, "reserve": args.reserve, "initial": args.audit_initial, "fraction": args.audit_fraction}
+
+
+def run_name(seed: int, audit: dict[str, Any]) -> str:
+    """The run's folder: the default audit keeps its old name."""
+    if audit == AUDIT:
+        return f"fmnist-seed{seed}"
+    return f"fmnist-r{audit['reserve']}-i{audit['initial']}-f{audit['fraction']}-seed{seed}"
+
+
+def params(seed: int, audit: dict[str, Any] = AUDIT) -> Any:
     import yaml
 
     from alcore.config import parse_params
 
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     w = next((SHARED / "weights" / "cifar10-resnet").glob("resnet20-*.th"))
-    base["experiment"] = {"name": f"fmnist-seed{seed}", "seed": seed, "device": "cpu", "progress": False}
+    base["experiment"] = {"name": run_name(seed, audit), "seed": seed, "device": "cpu", "progress": False}
     base["data"] = {
         "name": "fashion_mnist",
         "params": {"root": str(SHARED / "fashion-mnist"), "max_pool": 3000, "max_test": 1000},
@@ -75,7 +87,7 @@ def params(seed: int) -> Any:
         "feature_level": None,
     }
     base["al"].update({"pipeline": "svpp", "strategy": "margin", "initial": INITIAL, "batch": BATCH, "rounds": ROUNDS})
-    base["al"]["audit"] = AUDIT
+    base["al"]["audit"] = audit
     return parse_params(base)
 
 
@@ -110,12 +122,12 @@ def stages(p: Any, work: Path) -> dict[str, Any]:
     return {"pool": work / "pool.parquet", "test": work / "test.parquet", "encoder": work / "encoder.safetensors"}
 
 
-def run_seed(seed: int, fresh: bool) -> Path:
+def run_seed(seed: int, fresh: bool, audit: dict[str, Any]) -> Path:
     from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
 
-    p = params(seed)
+    p = params(seed, audit)
     files = stages(p, OUT / "fmnist-stages")
-    run_dir = OUT / f"fmnist-seed{seed}"
+    run_dir = OUT / run_name(seed, audit)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     state = run_dir / "state.json"
@@ -153,13 +165,13 @@ RULES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def analyse(seed: int) -> dict[str, Any]:
+def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     from alcore.forecast import fit_learning_curve
     from alcore.run_state import ExperimentState
     from alcore.stopping import best_stop_round, make_stop_rule
 
-    p = params(seed)
-    st = ExperimentState.load(OUT / f"fmnist-seed{seed}" / "state.json")
+    p = params(seed, audit)
+    st = ExperimentState.load(OUT / run_name(seed, audit) / "state.json")
     rounds = sorted(st.records)
     rows = {r["round"]: r for r in st.ledger.rows()}
     acc = np.array([st.records[r]["proxy_accuracy"] for r in rounds])
@@ -264,13 +276,14 @@ def _shown(x: Any, truth: float) -> tuple[str, str]:
     return f"{x:,.0f}", f"{100 * abs(x - truth) / truth:.0f}%"
 
 
-def report(results: list[dict[str, Any]]) -> None:
+def report(results: list[dict[str, Any]], audit: dict[str, Any]) -> None:
     seeds = [r["seed"] for r in results]
     print(
         f"\n### fmnist: Fashion-MNIST 3,000 pool / 1,000 test, CIFAR-10 ResNet-20 features, svpp + margin, seeds {seeds}"
     )
     print(
-        f"labels {INITIAL}..{INITIAL + BATCH * (ROUNDS - 1)} in {ROUNDS} rounds; audit reserve 600, "
+        f"labels {INITIAL}..{INITIAL + BATCH * (ROUNDS - 1)} in {ROUNDS} rounds; audit reserve "
+        f"{round(3000 * audit['reserve'])}, {audit['initial']} draws in round 1, then {audit['fraction']} per label; "
         f"audit labels bought: {', '.join(str(r['audit_labels']) for r in results)}"
     )
     print("final proxy test accuracy per seed: " + ", ".join(f"{100 * r['acc'][-1]:.1f}%" for r in results))
@@ -337,6 +350,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--report", action="store_true", help="only analyse the seeds already run")
     ap.add_argument("--fresh", action="store_true", help="rerun the seeds")
+    ap.add_argument("--reserve", type=float, default=AUDIT["reserve"], help="al.audit.reserve")
+    ap.add_argument("--audit-initial", type=int, default=AUDIT["initial"], help="al.audit.initial")
+    ap.add_argument("--audit-fraction", type=float, default=AUDIT["fraction"], help="al.audit.fraction")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(
@@ -344,8 +360,8 @@ def main() -> None:
         )
     if not args.report:
         for s in args.seeds:
-            run_seed(s, args.fresh)
-    report([analyse(s) for s in args.seeds])
+            run_seed(s, args.fresh, audit_cfg(args))
+    report([analyse(s, audit_cfg(args)) for s in args.seeds], audit_cfg(args))
 
 
 if __name__ == "__main__":

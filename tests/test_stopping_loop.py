@@ -85,7 +85,7 @@ def test_stabilizing_predictions_stops_without_an_audit(project):
 def test_a_crash_mid_run_resumes_to_the_same_decisions(project, monkeypatch, tmp_path):
     import alcore.steps
 
-    p = parse_params(audited("resume", stop="stabilizing_predictions", stop_params={"threshold": 0.999}))
+    p = parse_params(audited("resume", rounds=4, stop="stabilizing_predictions", stop_params={"threshold": 0.999}))
     whole = learner(p, project, tmp_path / "whole")
     whole.run(final=False)
 
@@ -146,6 +146,7 @@ def test_the_flow_logs_the_estimate_and_show_prints_it(project, monkeypatch, cap
     assert f"{100 * est:.1f}%" in text
 
 
+@pytest.mark.slow  # three labeling cycles through Prefect: the default suite keeps under its time budget
 def test_the_labeling_cycle_sends_audit_rows_to_people_and_stops_by_the_rule(project):
     from flows.labeling import labeling_cycle
     from tests.test_labeling_flow import PRICE, answer_csv, human, open_job, truth_of
