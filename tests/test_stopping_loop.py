@@ -146,7 +146,6 @@ def test_the_flow_logs_the_estimate_and_show_prints_it(project, monkeypatch, cap
     assert f"{100 * est:.1f}%" in text
 
 
-@pytest.mark.slow  # three labeling cycles through Prefect: the default suite keeps under its time budget
 def test_the_labeling_cycle_sends_audit_rows_to_people_and_stops_by_the_rule(project):
     from flows.labeling import labeling_cycle
     from tests.test_labeling_flow import PRICE, answer_csv, human, open_job, truth_of
