@@ -45,6 +45,17 @@ __all__ = [
 def check_budget(al: ALCfg, n_pool: int) -> None:
     """Refuse a schedule that asks for more labels than the pool holds."""
     total = sum(al.schedule())
+    if al.audit.enabled:  # the audit's reserve is never selected
+        reserve = al.audit.reserve_size(n_pool)
+        if total > n_pool - reserve:
+            raise BudgetExceededError(
+                problem(
+                    f"The budget schedule buys {total} labels but the pool holds {n_pool} samples, "
+                    f"{reserve} of them in the audit's reserve (al.audit.reserve={al.audit.reserve})",
+                    f"at most {n_pool - reserve} labels in all",
+                    "lower al.rounds, al.batch or al.initial, or al.audit.reserve",
+                )
+            )
     if total > n_pool:
         raise BudgetExceededError(
             problem(

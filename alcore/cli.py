@@ -188,7 +188,7 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     from alcore.config import load_params
     from alcore.layout import Layout
     from alcore.ledger import format_table
-    from alcore.report import describe_results, round_rows
+    from alcore.report import describe_results, format_monitor, round_rows
     from alcore.run_state import ExperimentState
 
     try:
@@ -201,8 +201,13 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
         state = ExperimentState.load(path)
     except AlcoreError as e:
         _fail(e)
-    typer.echo(format_table(round_rows(state)))
+    rows = round_rows(state)
+    typer.echo(format_table(rows))
     typer.echo()
+    judged = format_monitor(rows)
+    if judged:
+        typer.echo(judged)
+        typer.echo()
     uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
     typer.echo(
         describe_results(state, Layout(), name=p.experiment.name, tracking_uri=uri, human=p.oracle.name == "human")
@@ -341,8 +346,8 @@ def label_status(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -
     if b is None:
         typer.echo("no batch exported yet: run `alcore label cycle`")
     else:
-        done = int((st.labels.round_of(b.ids) > 0).sum())
-        waiting = st.labeling.requested_ids(st.labels).size
+        done = int(st.answered(b.ids).sum())
+        waiting = st.requested_ids().size
         typer.echo(f"open batch {b.round}: {done}/{b.ids.size} labeled; {waiting} requested id(s) await labels")
         typer.echo(f"job:   {L.outbox(name) / b.name}.csv  (and .labelstudio.json)")
     typer.echo(f"inbox: {L.inbox(name)} ({len(inbox_files(L.inbox(name)))} file(s) waiting)")
@@ -372,9 +377,9 @@ def label_check(
 
     def check() -> None:
         p, L, st = _labeling_state(params, set_)
-        requested = st.labeling.requested_ids(st.labels)
+        requested = st.requested_ids()
         classes = json.loads(L.dataset.read_text())["classes"]
-        kw = {"labels": st.labels, "requested": requested, "classes": classes, "from_name": p.labeling.from_name}
+        kw = {"labels": st.answer_view(), "requested": requested, "classes": classes, "from_name": p.labeling.from_name}
         res = import_annotations(file, **kw, conflicts=p.labeling.conflicts)
         typer.echo(
             f"{file.name}: {res.ids.size} new label(s), {res.fixed_ids.size} correction(s), {res.already} known, "

@@ -187,6 +187,9 @@ class AuditCfg(_Model):
     )
     mix: float = Field(0.5, gt=0, le=1, description="active: the uniform share of the draw probabilities")
     confidence: float = Field(0.95, gt=0, lt=1)
+    target: float | None = Field(
+        None, gt=0, lt=1, description="forecast the labels and $ to reach this accuracy (null: no forecast)"
+    )
 
     @model_validator(mode="after")
     def _estimator_fits_sampling(self) -> AuditCfg:
@@ -199,6 +202,10 @@ class AuditCfg(_Model):
     @property
     def enabled(self) -> bool:
         return self.initial > 0 or self.fraction > 0
+
+    def reserve_size(self, n_pool: int) -> int:
+        """Pool ids the reserve sets aside from a pool of ``n_pool``."""
+        return min(max(2, round(self.reserve * n_pool)), n_pool - 1)
 
     def draws_at(self, n_labeled: int) -> int:
         """Audit draws held once ``n_labeled`` training labels are bought."""
@@ -231,6 +238,8 @@ class ALCfg(_Model):
 
     @model_validator(mode="after")
     def _stop_rule_and_audit(self) -> ALCfg:
+        if self.audit.target is not None and not self.audit.enabled:
+            raise ValueError("al.audit.target forecasts from the audit: set al.audit.fraction or al.audit.initial")
         if self.stop == "never" and not self.stop_params and not self.audit.enabled:
             return self  # the default: nothing to check (and alcore.stopping stays unimported)
         from alcore.stopping import make_stop_rule
@@ -239,13 +248,6 @@ class ALCfg(_Model):
         if "estimates" in needs and not self.audit.enabled:
             raise ValueError(
                 f"al.stop={self.stop!r} reads the accuracy estimate: set al.audit.fraction (e.g. 0.1) or al.audit.initial"
-            )
-        if self.stop != "never" or self.audit.enabled:
-            # Issue 17 phase 2 wires the audit and the stop rules into the round engine; until then
-            # they would be silently ignored, so they are refused.
-            raise ValueError(
-                "al.stop and al.audit are not wired into the flows yet (issue 17, phase 2): use alcore.estimate, "
-                "alcore.forecast and alcore.stopping from Python, or leave al.stop=never and the audit off"
             )
         return self
 

@@ -483,21 +483,34 @@ class Audit:
         return audit
 
     # -- the loop's calls --------------------------------------------------------------------------
-    def proposal(self, probs: Any | None) -> np.ndarray:
-        """(N,) the draw probabilities over the reserve for the model with ``probs`` (N, C)."""
+    def proposal(self, probs: Any | None, *, confidence: Any | None = None) -> np.ndarray:
+        """(N,) the draw probabilities over the reserve for the model with ``probs`` (N, C), or
+        with top-class ``confidence`` (N,) (all the proposal reads)."""
         n = self.reserve_ids.size
-        if self.sampling == "uniform" or probs is None:
+        if confidence is not None:
+            f = _as_prob(confidence, "confidence", (n,))
+        elif probs is not None:
+            f = _probs_check(probs, n).max(1)
+        if self.sampling == "uniform" or (probs is None and confidence is None):
             return np.full(n, 1.0 / n)
-        p = _probs_check(probs, n)
-        return active_proposal(p.max(1), mix=self.mix)
+        return active_proposal(f, mix=self.mix)
 
-    def draw(self, probs: Any | None, m: int, *, random_state: RandomState, round: int = 0) -> np.ndarray:
+    def draw(
+        self,
+        probs: Any | None,
+        m: int,
+        *,
+        random_state: RandomState,
+        round: int = 0,
+        confidence: Any | None = None,
+    ) -> np.ndarray:
         """Draw ``m`` more audit samples; returns the ids among them not labeled yet (to buy).
 
-        ``probs``: the current model's (N, C) probabilities on the reserve (needed by ``active``
-        sampling; None before any model exists, which draws uniformly).
+        ``probs``: the current model's (N, C) probabilities on the reserve, or ``confidence`` its
+        (N,) top-class probabilities (needed by ``active`` sampling; both None before any model
+        exists, which draws uniformly).
         """
-        q = self.proposal(probs)
+        q = self.proposal(probs, confidence=confidence)
         pos = draw_audit(q, m, random_state=random_state)
         self._draw_pos.extend(int(p) for p in pos)
         self._draw_q.extend(float(q[p]) for p in pos)
@@ -520,18 +533,74 @@ class Audit:
                 raise LabelError(problem(f"id {i} already has audit label {self._labels[i]}, now {y}"))
             self._labels[i] = int(y)
 
-    def estimate(self, probs: Any) -> AccuracyEstimate:
-        """The accuracy of the model with (N, C) probabilities on the reserve, from the labeled draws."""
+    def relabel(self, ids: Any, labels: Any) -> np.ndarray:
+        """Correct the labels of audit ids labeled before (a reviewer fixed them); returns the old ones."""
+        ids = np.asarray(ids, dtype=np.int64)
+        missing = [int(i) for i in ids if int(i) not in self._labels]
+        if missing:
+            raise LabelError(problem(f"audit ids {missing[:5]} have no label to correct"))
+        before = np.array([self._labels[int(i)] for i in ids], dtype=np.int64)
+        for i, y in zip(ids.tolist(), np.asarray(labels).tolist(), strict=True):
+            self._labels[int(i)] = int(y)
+        return before
+
+    def estimate(
+        self, probs: Any | None = None, *, predicted: Any | None = None, confidence: Any | None = None
+    ) -> AccuracyEstimate:
+        """The accuracy of the model with (N, C) probabilities on the reserve (or its (N,)
+        ``predicted`` classes and top-class ``confidence``), from the labeled draws."""
         n = self.reserve_ids.size
-        p = _probs_check(probs, n)
+        pred, conf = self._top(probs, predicted, confidence)
         pos, q = self._labeled_draws()
         if pos.size == 0:
             raise ConfigError(problem("the audit has no labeled draw yet", fix="draw and record audit labels first"))
         y = np.array([self._labels[int(self.reserve_ids[k])] for k in pos])
-        pred, conf = p.argmax(1), p.max(1)
         weights = None if self.sampling == "uniform" else 1.0 / (n * q)
         fn = ESTIMATORS.get(self.estimator)
         return fn(pred[pos] == y, conf[pos], float(conf.mean()), n, weights, self.confidence)
+
+    def _top(self, probs: Any, predicted: Any, confidence: Any) -> tuple[np.ndarray, np.ndarray]:
+        n = self.reserve_ids.size
+        if probs is not None:
+            p = _probs_check(probs, n)
+            return p.argmax(1), p.max(1)
+        if predicted is None or confidence is None:
+            raise ConfigError(problem("no predictions", fix="pass probs, or predicted and confidence"))
+        pred = np.asarray(predicted, dtype=np.int64)
+        if pred.shape != (n,):
+            raise ConfigError(problem(f"predicted of shape {pred.shape}", allowed=f"({n},), in reserve order"))
+        return pred, _as_prob(confidence, "confidence", (n,))
+
+    def drawn_in(self, round: int) -> np.ndarray:
+        """The distinct ids drawn in ``round`` (sorted)."""
+        pos = [p for p, r in zip(self._draw_pos, self._draw_round, strict=True) if r == round]
+        return np.unique(self.reserve_ids[np.asarray(pos, dtype=np.int64)]).astype(np.int64)
+
+    def draws_through(self, round: int) -> int:
+        """Draws made in rounds <= ``round`` (draws are made in round order)."""
+        return sum(1 for r in self._draw_round if r <= round)
+
+    def weights(self) -> np.ndarray | None:
+        """(M,) the Hansen-Hurwitz weights ``1 / (N q)`` of every draw, None for a uniform audit."""
+        if self.sampling == "uniform":
+            return None
+        return 1.0 / (self.reserve_ids.size * np.asarray(self._draw_q, dtype=np.float64))
+
+    def draw_labels(self) -> np.ndarray:
+        """(M,) each draw's label, -1 while it is not bought."""
+        return np.array([self._labels.get(int(self.reserve_ids[p]), -1) for p in self._draw_pos], dtype=np.int64)
+
+    def draw_rounds(self) -> np.ndarray:
+        """(M,) the round each draw was made in."""
+        return np.asarray(self._draw_round, dtype=np.int64)
+
+    def labels_of(self, ids: Any) -> np.ndarray:
+        """The audit labels of labeled ``ids``."""
+        return np.array([self._labels[int(i)] for i in np.asarray(ids, dtype=np.int64)], dtype=np.int64)
+
+    def draw_positions(self) -> np.ndarray:
+        """(M,) each draw's position in the reserve, in draw order."""
+        return np.asarray(self._draw_pos, dtype=np.int64)
 
     def _labeled_draws(self) -> tuple[np.ndarray, np.ndarray]:
         keep = [k for k, p in enumerate(self._draw_pos) if int(self.reserve_ids[p]) in self._labels]

@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from alcore import monitor
 from alcore._io import write_text_atomic
 from alcore.errors import ConfigError, LabelError, LabelImportError, problem
 from alcore.run_state import Batch, ExperimentState, LabelingLog
@@ -142,7 +143,9 @@ def render_job(
 ) -> dict[str, str]:
     """The files of a labeling job, as ``{suffix: text}``: ``.csv`` and ``.labelstudio.json``.
 
-    The CSV has columns ``sample_id, image, predicted, confidence, label``; annotators fill in
+    The CSV has columns ``sample_id, image, predicted, confidence, label`` (and ``audit``, "yes" on
+    the accuracy audit's rows, when the batch has any: labeled the same way, never trained on, shown
+    without a guess so that the answers stay unbiased); annotators fill in
     ``label`` with a class name (an empty cell = not labeled yet); its ``image`` column shows
     ``files`` (the image files, for people) when given, else ``images``. The JSON is a Label Studio
     task import: ``{"data": {"image", "sample_id", "round"}, "predictions": [...]}`` per sample,
@@ -154,15 +157,19 @@ def render_job(
         raise ConfigError(problem(f"{len(images)} image references for {batch.ids.size} ids", "one per id"))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["sample_id", "image", "predicted", "confidence", "label"])
+    marked = bool(batch.audit.any())  # the audit's rows: an "audit" column, and no guess shown
+    w.writerow(["sample_id", "image", "predicted", "confidence", "label"] + (["audit"] if marked else []))
     tasks = []
     shown = images if files is None else files
-    for sid, img, pred, conf, file in zip(
-        batch.ids.tolist(), images, batch.predicted.tolist(), batch.confidence, shown, strict=True
+    for sid, img, pred, conf, file, audit in zip(
+        batch.ids.tolist(), images, batch.predicted.tolist(), batch.confidence, shown, batch.audit, strict=True
     ):
         has = pred >= 0
-        w.writerow([sid, file, classes[pred] if has else "", f"{conf:.4f}" if has else "", ""])
+        row = [sid, file, classes[pred] if has else "", f"{conf:.4f}" if has else "", ""]
+        w.writerow(row + (["yes" if audit else ""] if marked else []))
         task: dict[str, Any] = {"data": {"image": img, "sample_id": sid, "round": batch.round}}
+        if audit:
+            task["data"]["audit"] = True
         if has:
             task["predictions"] = [
                 {
@@ -911,10 +918,10 @@ def ingest_inbox(
         try:
             if failure is not None:
                 raise failure
-            requested = st.labeling.requested_ids(st.labels)
+            requested = st.requested_ids()
             res = check_annotations(
                 parse_annotations(raw, path.name, from_name=from_name),
-                labels=st.labels,
+                labels=st.answer_view(),  # audit answers are checked like the others, kept apart below
                 requested=requested,
                 classes=classes,
                 file=path.name,
@@ -926,19 +933,19 @@ def ingest_inbox(
             res, message = ImportResult(file=path.name, problems=[str(e)]), str(e)
         rnd = batch.round if batch is not None else 0
         at = time.strftime("%Y-%m-%dT%H:%M:%S")
-        if res.ids.size:
-            st.commit_answers(rnd, res.ids, res.labels)
-        if res.fixed_ids.size:
-            before = st.labels.relabel(res.fixed_ids, res.fixed_labels)
-            st.labeling.record_corrections(
-                res.fixed_ids,
-                before,
-                res.fixed_labels,
-                st.labels.round_of(res.fixed_ids),
-                file=path.name,
-                sha256=sha,
-                at=at,
-            )
+        audit = st.is_audit(res.ids)
+        if res.ids[~audit].size:
+            st.commit_answers(rnd, res.ids[~audit], res.labels[~audit])
+        monitor.record_audit(st, rnd, res.ids[audit], res.labels[audit])  # paid as audit labels, never trained on
+        audit = st.is_audit(res.fixed_ids)
+        for part, (ids, labels) in enumerate(
+            ((res.fixed_ids[~audit], res.fixed_labels[~audit]), (res.fixed_ids[audit], res.fixed_labels[audit]))
+        ):
+            if not ids.size:
+                continue
+            before = st.labels.relabel(ids, labels) if part == 0 else st.audit.relabel(ids, labels)
+            rounds = st.labels.round_of(ids) if part == 0 else np.zeros(ids.size, dtype=np.int64)
+            st.labeling.record_corrections(ids, before, labels, rounds, file=path.name, sha256=sha, at=at)
         record = {**res.to_record(), "sha256": sha, "round": rnd, "at": at}
         st.labeling.imports.append(record)
         st.save(state_path)

@@ -82,6 +82,7 @@ class CostLedger:
         self.price_per_hour = _check_real(price_per_hour, "price_per_hour")
         self._seconds: dict[int, dict[str, float]] = {}
         self._labels: dict[int, int] = {}
+        self._audit: dict[int, int] = {}  # audit labels (alcore.estimate): paid, never trained on
         self._metrics: dict[int, dict[str, float]] = {}
 
     def __repr__(self) -> str:
@@ -93,7 +94,7 @@ class CostLedger:
     @property
     def n_rounds(self) -> int:
         """The highest round with any entry (0 if none)."""
-        seen = set(self._seconds) | set(self._labels) | set(self._metrics)
+        seen = set(self._seconds) | set(self._labels) | set(self._audit) | set(self._metrics)
         return max(seen, default=0)
 
     # -- recording ------------------------------------------------------------------------------
@@ -127,6 +128,14 @@ class CostLedger:
             raise ConfigError(problem(f"n_labels={n_labels!r}", allowed="an int >= 0"))
         self._labels[round] = self._labels.get(round, 0) + int(n_labels)
 
+    def buy_audit(self, round: int, n_labels: int) -> None:
+        """Add ``n_labels`` audit labels bought in ``round``: paid like training labels, counted
+        apart (the audit estimates accuracy; its labels are never trained on)."""
+        round = _check_round(round)
+        if round < 1 or not _is_int(n_labels) or n_labels < 0:
+            raise ConfigError(problem(f"audit labels {n_labels!r} in round {round}", allowed="an int >= 0, round >= 1"))
+        self._audit[round] = self._audit.get(round, 0) + int(n_labels)
+
     def set_metric(self, round: int, name: str, value: float) -> None:
         """Record a metric of ``round`` (e.g. ``"test_accuracy"``); a later call overwrites."""
         round = _check_round(round)
@@ -152,26 +161,30 @@ class CostLedger:
     def rows(self) -> list[dict[str, Any]]:
         """One dict per round, 0 to the last round with an entry.
 
-        Keys: ``round``; ``labels`` (bought this round) and ``labels_total``; ``seconds_<phase>``
+        Keys: ``round``; ``labels`` (training labels bought this round) and ``labels_total``;
+        ``audit_labels`` and ``audit_labels_total`` (the audit's, paid too); ``seconds_<phase>``
         for every phase in :data:`PHASES`; ``compute_seconds``; ``label_usd``, ``compute_usd``,
         ``total_usd``; the cumulative ``compute_seconds_cum``, ``label_usd_cum``,
         ``compute_usd_cum``, ``total_usd_cum``; then every metric name (None in rounds without it).
         """
         metric_names = self.metric_names()
         out = []
-        labels_total = 0
+        labels_total = audit_total = 0
         compute_s: list[float] = []
         label_usd: list[float] = []
         compute_usd: list[float] = []
         for r in range(self.n_rounds + 1):
             seconds = self._seconds.get(r, {})
             labels = self._labels.get(r, 0)
+            audit = self._audit.get(r, 0)
             labels_total += labels
+            audit_total += audit
             row: dict[str, Any] = {"round": r, "labels": labels, "labels_total": labels_total}
+            row["audit_labels"], row["audit_labels_total"] = audit, audit_total
             for phase in PHASES:
                 row[f"seconds_{phase}"] = seconds.get(phase, 0.0)
             compute_s.append(math.fsum(seconds.values()))
-            label_usd.append(labels * self.price_per_label)
+            label_usd.append((labels + audit) * self.price_per_label)
             compute_usd.append(compute_s[-1] / 3600.0 * self.price_per_hour)
             row["compute_seconds"] = compute_s[-1]
             row["compute_seconds_cum"] = math.fsum(compute_s)
@@ -187,13 +200,13 @@ class CostLedger:
         return out
 
     def totals(self) -> dict[str, Any]:
-        """Sums over all rounds: ``labels``, ``seconds_<phase>``, ``compute_seconds``,
-        ``label_usd``, ``compute_usd``, ``total_usd``."""
-        out: dict[str, Any] = {"labels": sum(self._labels.values())}
+        """Sums over all rounds: ``labels`` (training), ``audit_labels``, ``seconds_<phase>``,
+        ``compute_seconds``, ``label_usd`` (training and audit labels), ``compute_usd``, ``total_usd``."""
+        out: dict[str, Any] = {"labels": sum(self._labels.values()), "audit_labels": sum(self._audit.values())}
         for phase in PHASES:
             out[f"seconds_{phase}"] = math.fsum(s.get(phase, 0.0) for s in self._seconds.values())
         out["compute_seconds"] = math.fsum(out[f"seconds_{p}"] for p in PHASES)
-        out["label_usd"] = out["labels"] * self.price_per_label
+        out["label_usd"] = (out["labels"] + out["audit_labels"]) * self.price_per_label
         out["compute_usd"] = out["compute_seconds"] / 3600.0 * self.price_per_hour
         out["total_usd"] = out["label_usd"] + out["compute_usd"]
         return out
@@ -230,7 +243,7 @@ class CostLedger:
     # -- persistence ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot: prices and the recorded events per round."""
-        rounds = sorted(set(self._seconds) | set(self._labels) | set(self._metrics))
+        rounds = sorted(set(self._seconds) | set(self._labels) | set(self._audit) | set(self._metrics))
         return {
             "format": _FORMAT,
             "version": _VERSION,
@@ -240,6 +253,7 @@ class CostLedger:
                 {
                     "round": r,
                     "labels": self._labels.get(r, 0),
+                    **({"audit_labels": self._audit[r]} if r in self._audit else {}),
                     "seconds": dict(self._seconds.get(r, {})),
                     "metrics": dict(self._metrics.get(r, {})),
                 }
@@ -284,11 +298,14 @@ class CostLedger:
                 fresh.record(r, phase, seconds)
             if entry.get("labels", 0):
                 fresh.buy(r, entry["labels"])
+            if entry.get("audit_labels", 0):
+                fresh.buy_audit(r, entry["audit_labels"])
             for name, value in dict(entry.get("metrics", {})).items():
                 fresh.set_metric(r, name, value)
         self.price_per_label = fresh.price_per_label
         self.price_per_hour = fresh.price_per_hour
         self._seconds, self._labels, self._metrics = fresh._seconds, fresh._labels, fresh._metrics
+        self._audit = fresh._audit
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> CostLedger:
@@ -298,7 +315,7 @@ class CostLedger:
 
 
 def _base_columns() -> list[str]:
-    cols = ["round", "labels", "labels_total"]
+    cols = ["round", "labels", "labels_total", "audit_labels", "audit_labels_total"]
     cols += [f"seconds_{p}" for p in PHASES]
     for c in ("compute_seconds", "label_usd", "compute_usd", "total_usd"):
         cols += [c, f"{c}_cum"]
@@ -320,12 +337,15 @@ def format_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | Non
     if metrics is None:
         base = set(_base_columns())
         seen = dict.fromkeys(k for r in rows for k in r)  # every row's keys, in first-seen order
-        metrics = [k for k in seen if k not in base and "acc" in k.lower()]
+        # the audit's estimates have their own table (alcore.report.format_monitor)
+        metrics = [k for k in seen if k not in base and "acc" in k.lower() and not k.startswith("estimated_")]
     phases = [p for p in PHASES if any(r.get(f"seconds_{p}", 0.0) for r in rows)]
 
     # (header, key, format, summed in the total line)
     columns: list[tuple[str, str, str, bool]] = [("round", "round", "{}", False)]
     columns.append(("labels", "labels", "{}", True))
+    if any(r.get("audit_labels") for r in rows):
+        columns.append(("audit", "audit_labels", "{}", True))
     columns += [(m, m, "{:.4f}", False) for m in metrics]
     columns += [(f"{p} s", f"seconds_{p}", "{:.1f}", True) for p in phases]
     columns += [
@@ -342,8 +362,9 @@ def format_table(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str] | Non
     body = [[cell(fmt, r.get(key)) for _, key, fmt, _ in columns] for r in rows]
     total = [cell(fmt, math.fsum(r.get(key) or 0 for r in rows)) if summed else "" for _, key, fmt, summed in columns]
     total[0] = "total"
-    if "labels" in [c[1] for c in columns]:
-        total[1] = str(sum(int(r.get("labels", 0)) for r in rows))
+    for k, (_, key, fmt, summed) in enumerate(columns):
+        if summed and fmt == "{}":  # label counts: integers
+            total[k] = str(sum(int(r.get(key) or 0) for r in rows))
     header = [c[0] for c in columns]
     widths = [max(len(x) for x in col) for col in zip(header, *body, total, strict=True)]
 

@@ -41,10 +41,57 @@ def summary(state: Any) -> dict[str, Any]:
     last = state.records.get(state.round, {})
     if "proxy_accuracy" in last:
         out["proxy_accuracy"] = float(last["proxy_accuracy"])
+    if "estimated_accuracy" in last:
+        for k in ("estimated_accuracy", "estimated_accuracy_lower", "estimated_accuracy_upper"):
+            out[k] = float(last[k])
+        out["audit_labels"] = int(t["audit_labels"])
+    if last.get("stop", {}).get("stop"):
+        out["stopped_after_round"] = int(state.round)
+        out["stop_reason"] = last["stop"]["reason"]
     if state.final:
         out["test_accuracy"] = float(state.final["accuracy"])
         out["final_mode"] = state.final.get("mode")
     return out
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def format_monitor(rows: list[dict[str, Any]], final: dict[str, Any] | None = None) -> str:
+    """Per round: the accuracy estimate with its interval (and the audit labels behind it), the
+    proxy's true test accuracy beside it, the forecast to ``al.audit.target`` and the stop rule's
+    decision with its reason. Empty when no round was judged."""
+    judged = [r for r in rows if "stop" in r or "estimated_accuracy" in r]
+    if not judged:
+        return ""
+    lines = ["Accuracy estimate (audit), forecast and stop rule, per round:"]
+    head = f"{'round':>5}  {'labels':>6}  {'audit':>5}  {'estimate':>8}  {'95% interval':>15}  {'test (proxy)':>12}  forecast"
+    lines += [head, "-" * len(head)]
+    for r in judged:
+        est = r.get("estimated_accuracy")
+        iv = "-" if est is None else f"{_pct(r['estimated_accuracy_lower'])} - {_pct(r['estimated_accuracy_upper'])}"
+        fc = r.get("forecast", {})
+        fcs = "-"
+        if fc:
+            fcs = f"to {_pct(fc['target'])}: "
+            if "forecast_labels_to_target" in r:
+                fcs += f"+{r['forecast_labels_to_target']:,.0f} labels"
+                if "forecast_usd_to_target" in r:
+                    fcs += f", ${r['forecast_usd_to_target']:,.2f}"
+                fcs += f" ({fc['status']})"
+            else:
+                fcs += fc["reason"]
+        lines.append(
+            f"{r['round']:>5}  {r['labels_total']:>6}  {r.get('audit_labels_total', 0):>5}  {_pct(est):>8}  {iv:>15}  "
+            f"{_pct(r.get('proxy_accuracy')):>12}  {fcs}"
+        )
+    lines.append("")
+    for r in judged:
+        if "stop" in r:
+            s = r["stop"]
+            lines.append(f"round {r['round']:>3}: {'STOP' if s['stop'] else 'go on'} ({s['rule']}): {s['reason']}")
+    return "\n".join(lines)
 
 
 def write_rounds_csv(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -66,7 +113,8 @@ def write_metrics(state: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def plot_accuracy(rows: list[dict[str, Any]], final: dict[str, Any] | None, path: str | os.PathLike[str]) -> None:
     """Accuracy vs. labels: the proxy each round, the network at each budget when it was trained
-    (``al.evaluate_every_round``), the final network as a marker."""
+    (``al.evaluate_every_round``), the final network as a marker; with an audit, the estimate of
+    the proxy's accuracy and its 95% band, and the round the stop rule stopped at."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,6 +127,24 @@ def plot_accuracy(rows: list[dict[str, Any]], final: dict[str, Any] | None, path
     nets = [(r["labels_total"], r["test_accuracy"]) for r in rows if "test_accuracy" in r]
     if nets:  # al.evaluate_every_round: the final network trained at each budget
         ax.plot(*zip(*nets, strict=True), "s-", ms=4, label="network at each budget")
+    est = [r for r in rows if r.get("estimated_accuracy") is not None]
+    if est:  # the audit's estimate of the proxy's accuracy, beside its true test accuracy above
+        ex = [r["labels_total"] for r in est]
+        ax.fill_between(
+            ex,
+            [r["estimated_accuracy_lower"] for r in est],
+            [r["estimated_accuracy_upper"] for r in est],
+            alpha=0.2,
+            color="C2",
+            label="95% interval (audit)",
+        )
+        ax.plot(ex, [r["estimated_accuracy"] for r in est], "--", color="C2", label="estimated accuracy (audit)")
+    stops = [r for r in rows if r.get("stop", {}).get("stop")]
+    if stops:
+        s = stops[0]
+        ax.axvline(
+            s["labels_total"], color="C3", ls=":", label=f"stopped after round {s['round']} ({s['stop']['rule']})"
+        )
     if final:
         ax.plot([final["labels"]], [final["accuracy"]], "*", ms=14, label=f"final network ({final.get('mode')})")
     ax.set_xlabel("labels bought")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from alcore import steps
+from alcore import monitor, steps
 from alcore._io import atomic_path
 from alcore.config import DataCfg, Params, ProxyCfg
 from alcore.errors import DataError, LabelError, StateChangedError, problem
@@ -203,13 +203,20 @@ class RunInputs:
 @dataclass(frozen=True, eq=False)
 class Query:
     """What :meth:`ActiveLearner.query` chose for ``round``: the ids, the compute it cost by phase,
-    and the scorer that chose them (None in a cold round) with the features it scored."""
+    and the scorer that chose them (None in a cold round) with the features it scored; ``audit``:
+    the audit ids the round buys with them (from the reserve, never trained on; :mod:`alcore.monitor`)."""
 
     round: int
     ids: np.ndarray
     seconds: dict[str, float]
     features: Ref
     scorer: Ref | None = None
+    audit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def all_ids(self) -> np.ndarray:
+        """The ids to have labeled: the batch, then the audit's."""
+        return np.concatenate([self.ids, self.audit]).astype(np.int64)
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -413,6 +420,7 @@ class ActiveLearner:
         if self.pipeline.extracts_features:
             st.ledger.record(0, "extraction", extraction)
         st.versions = [{"version": 0, "round": 0, "pool": self.inputs.pool, "test": self.inputs.test}]
+        monitor.setup(st, p.al, st.labels.pool_ids, seed=self.seed)
 
     # -- the expensive steps, as this experiment asks for them ----------------------------------
     def network(self) -> dict[str, Any]:
@@ -471,8 +479,12 @@ class ActiveLearner:
     # -- the round ------------------------------------------------------------------------------
     def query(self, round: int, n: int, *, exclude: np.ndarray | None = None) -> Query:
         """Choose round ``round``'s ``n`` ids among the unlabeled ones not in ``exclude`` (ids out
-        with annotators). Round 1 is random unless the strategy starts cold."""
+        with annotators) nor in the audit's reserve, and the audit draws the round buys with them.
+        Round 1 is random unless the strategy starts cold."""
         p = self.params
+        reserve = monitor.excluded(self.state)
+        if reserve is not None:
+            exclude = reserve if exclude is None else np.union1d(np.asarray(exclude, dtype=np.int64), reserve)
         strategy, params = round_strategy(p.al, round)
         ids, labs = self.labeled()
         features, scorer, seconds = self.features()["pool"], None, {}
@@ -494,12 +506,14 @@ class ActiveLearner:
             exclude=exclude,
         )
         seconds = {**seconds, "scoring": seconds.get("scoring", 0.0) + sel["seconds"]}
-        self._last_query = Query(round, np.asarray(sel["ids"], dtype=np.int64), seconds, features, scorer)
+        audit = monitor.draw(self.state, p.al, round, len(ids) + n, seed=self.seed)
+        self._last_query = Query(round, np.asarray(sel["ids"], dtype=np.int64), seconds, features, scorer, audit)
         return self._last_query
 
     def update(self, query: Query, ids: Any, labels: Any) -> None:
         """Commit the answers to ``query`` (the last one asked): buy the labels and charge the
-        compute that chose them, in round ``query.round``; saved at once.
+        compute that chose them, in round ``query.round``; answers for its audit ids go to the
+        audit (paid as audit labels, never trained on); saved at once.
 
         Raises:
             LabelError: ``query`` is not the last query, or the answers name ids it did not ask for.
@@ -507,7 +521,8 @@ class ActiveLearner:
         if query is not self._last_query:
             raise LabelError(problem(f"an update for round {query.round}'s query, which is not the last one asked"))
         ids = np.asarray(ids, dtype=np.int64)
-        stray = np.setdiff1d(ids, query.ids)
+        labels = np.asarray(labels, dtype=np.int64)
+        stray = np.setdiff1d(ids, query.all_ids)
         if stray.size:
             raise LabelError(
                 problem(
@@ -516,7 +531,9 @@ class ActiveLearner:
                     fix="label only the ids the query returned",
                 )
             )
-        self.state.commit(query.round, ids, np.asarray(labels, dtype=np.int64), query.seconds)
+        is_audit = np.isin(ids, query.audit)
+        self.state.commit(query.round, ids[~is_audit], labels[~is_audit], query.seconds)
+        monitor.record_audit(self.state, query.round, ids[is_audit], labels[is_audit])
         self.save()
         self._last_query = None
 
@@ -529,6 +546,8 @@ class ActiveLearner:
             batch = Batch(query.round, query.ids, guess["predicted"], guess["confidence"])
         else:  # chosen before any scorer exists: no guesses to show
             batch = Batch.unpredicted(query.round, query.ids)
+        if query.audit.size:  # the audit's ids go with it, marked, and without a guess (unbiased answers)
+            batch = batch.with_audit(query.audit)
         for phase, seconds in query.seconds.items():
             self.state.ledger.record(query.round, phase, seconds)
         self.state.labeling.add_batch(batch)
@@ -553,11 +572,44 @@ class ActiveLearner:
             record["test_accuracy"] = self.steps.evaluate(net["model"], p.data, self.inputs.fingerprint)["accuracy"]
         if self._networks:  # the networks this round trained: the mode each chose and its evidence
             record["networks"], self._networks = list(self._networks.values()), {}
+        if monitor.active(p.al):
+            record.update(self.judge(round))
         self.state.records[round] = record
         self.save()
         if self.on_round is not None:
             self.on_round(round)
         return record
+
+    def judge(self, round: int) -> dict[str, Any]:
+        """Round ``round``'s model (the proxy on the current features) predicts on the reserve or
+        stop set; then its accuracy estimate, the forecast and the stop decision
+        (:func:`alcore.monitor.judge`). A pipeline without a proxy pays for this one here."""
+        p, st = self.params, self.state
+        ids, out = monitor.stop_set(st), {}
+        if ids is not None:
+            fresh = (round, len(st.versions) - 1, st.labels.n_labeled) not in self._proxies
+            proxy = self.proxy(round)
+            if fresh and not self.pipeline.trains_proxy:
+                st.ledger.record(round, "proxy_training", proxy["seconds"])
+            guess = self.steps.predict_labels(proxy["proxy"], self.features()["pool"], ids)
+            monitor.observe(st, round, guess["predicted"], guess["confidence"])
+            if not self.pipeline.trains_proxy:  # the estimated model's true test accuracy (uncharged)
+                acc = self.steps.evaluate_proxy(proxy["proxy"], self.features()["test"], self.inputs.test_labels)
+                out["proxy_accuracy"] = acc["accuracy"]
+        return out | monitor.judge(
+            st,
+            p.al,
+            round,
+            schedule=self.schedule,
+            n_pool=self.inputs.n_pool,
+            price_per_label=p.oracle.price_per_label,
+            seed=self.seed,
+        )
+
+    def stopped(self, round: int) -> str | None:
+        """Why the stop rule stopped the loop after ``round``, None when it did not."""
+        stop = self.state.records.get(round, {}).get("stop", {})
+        return stop["reason"] if stop.get("stop") else None
 
     def realign(self, round: int, record: dict[str, Any]) -> None:
         """ASVP: ask the trigger (comparing only with decisions on the same feature version); if
@@ -614,7 +666,7 @@ class ActiveLearner:
             with atomic_path(self.final_model_path) as tmp:
                 shutil.copyfile(net["model"]["path"], tmp)
             ev = self.steps.evaluate(net["model"], self.params.data, self.inputs.fingerprint)
-            st.ledger.record(len(self.schedule), "final_training", net["seconds"])
+            st.ledger.record(max(st.round, 1), "final_training", net["seconds"])
             st.final = {
                 "accuracy": ev["accuracy"],
                 "mode": net["mode"],
@@ -629,14 +681,19 @@ class ActiveLearner:
     def run(self, *, final: bool = True) -> dict[str, Any]:
         """The whole loop with the oracle as a step: for each round not done yet, query, label,
         update, measure; then :meth:`finish` (unless ``final`` is False: the summary without a
-        final network). Resumes after the last saved round."""
+        final network). Resumes after the last saved round; ends early when the stop rule
+        (``al.stop``) says so, and says why."""
         p = self.params
         for r, n in enumerate(self.schedule, start=1):
             self.check_state()  # every round: a run whose state was deleted stops before it buys more
             if r > self.state.round:
                 q = self.query(r, n)
-                ans = self.steps.label(p.oracle, p.data, self.inputs.fingerprint, q.ids, seed=self.seed)
+                ans = self.steps.label(p.oracle, p.data, self.inputs.fingerprint, q.all_ids, seed=self.seed)
                 self.update(q, ans["ids"], ans["labels"])
             if r not in self.state.records:
                 self.measure(r)
+            why = self.stopped(r)
+            if why is not None:
+                self.say(f"Stopped after round {r} of {len(self.schedule)} ({p.al.stop}): {why}")
+                break
         return self.finish() if final else summary(self.state)

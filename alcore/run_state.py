@@ -43,8 +43,10 @@ STATE_VERSION = 1
 def experiment_digest(p: Any) -> str:
     """What an experiment's labels depend on: its parameters, less what may change while it goes
     on (the device, progress bars, compare settings, the human oracle's hand-off, and where and how
-    the work runs: the feature runner, shards, memory budget and work pools)."""
+    the work runs: the feature runner, shards, memory budget and work pools; and the accuracy the
+    forecast prices, ``al.audit.target``, which changes no label bought)."""
     d = p.model_dump(mode="json", exclude={"compare", "labeling", "orchestration"})
+    d["al"]["audit"].pop("target", None)
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
     d["features"] = {"batch_size": d["features"]["batch_size"]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -60,12 +62,15 @@ class Batch:
         ids: ``(k,)`` int64 distinct pool ids.
         predicted: ``(k,)`` int64 predicted class index, -1 = no prediction (round 1 has no proxy).
         confidence: ``(k,)`` float64 the proxy's probability of ``predicted`` (0 where none).
+        audit: ``(k,)`` bool, the audit's ids (:mod:`alcore.monitor`): labeled like the others,
+            never trained on, shown without a guess; None: none.
     """
 
     round: int
     ids: np.ndarray
     predicted: np.ndarray
     confidence: np.ndarray
+    audit: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         ids = as_int_ids(self.ids, "Batch.ids", LabelError)
@@ -87,6 +92,26 @@ class Batch:
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "predicted", predicted)
         object.__setattr__(self, "confidence", confidence)
+        audit = np.zeros(ids.size, dtype=bool) if self.audit is None else np.asarray(self.audit, dtype=bool).reshape(-1)
+        if audit.size != ids.size:
+            raise LabelError(problem(f"Batch of {ids.size} ids with {audit.size} audit marks", allowed="one per id"))
+        object.__setattr__(self, "audit", audit)
+
+    @property
+    def audit_ids(self) -> np.ndarray:
+        """``(m,)`` the batch's audit ids."""
+        return self.ids[self.audit]
+
+    def with_audit(self, ids: np.ndarray) -> Batch:
+        """This batch and the audit ``ids`` after it, marked, without a guess."""
+        ids = as_int_ids(ids, "audit ids", LabelError)
+        return Batch(
+            self.round,
+            np.concatenate([self.ids, ids]),
+            np.concatenate([self.predicted, np.full(ids.size, -1, np.int64)]),
+            np.concatenate([self.confidence, np.zeros(ids.size)]),
+            np.concatenate([self.audit, np.ones(ids.size, dtype=bool)]),
+        )
 
     @classmethod
     def unpredicted(cls, round: int, ids: np.ndarray) -> Batch:
@@ -104,12 +129,13 @@ class Batch:
             "ids": self.ids.tolist(),
             "predicted": self.predicted.tolist(),
             "confidence": self.confidence.tolist(),
+            **({"audit": self.audit.tolist()} if self.audit.any() else {}),
         }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Batch:
         try:
-            return cls(d["round"], d["ids"], d["predicted"], d["confidence"])
+            return cls(d["round"], d["ids"], d["predicted"], d["confidence"], d.get("audit"))
         except (KeyError, TypeError) as e:
             raise ConfigError(problem(f"not a labeling batch record ({e})", fix="load the file the run saved")) from e
 
@@ -207,6 +233,11 @@ class ExperimentState:
     tracking: dict[str, Any] = field(default_factory=dict)  # e.g. the MLflow run id
     versions: list[dict[str, Any]] = field(default_factory=list)  # feature versions (ASVP realignments)
     labeling: LabelingLog = field(default_factory=LabelingLog)  # the human oracle's batches and imports
+    #: the accuracy audit (alcore.estimate.Audit: its reserve, draws and labels), None when al.audit is off
+    audit: Any = None
+    #: the stop rule's inputs per round: ``stop_set`` (ids) and ``predictions`` ({round: {"pred", "conf"}}
+    #: of that round's model on the stop set, the audit's reserve when there is one)
+    monitor: dict[str, Any] = field(default_factory=dict)
 
     @property
     def round(self) -> int:
@@ -221,6 +252,37 @@ class ExperimentState:
         self.ledger.buy(round, len(ids))
         for phase, s in seconds.items():
             self.ledger.record(round, phase, s)
+
+    def is_audit(self, ids: np.ndarray) -> np.ndarray:
+        """``(k,)`` bool: which of ``ids`` belong to the audit's reserve (never training labels)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.audit is None:
+            return np.zeros(ids.size, dtype=bool)
+        return np.isin(ids, self.audit.reserve_ids)
+
+    def answered(self, ids: np.ndarray) -> np.ndarray:
+        """``(k,)`` bool: which of ``ids`` have a label, as training labels or audit labels."""
+        ids = np.asarray(ids, dtype=np.int64)
+        done = self.labels.round_of(ids) > 0
+        if self.audit is not None:
+            done |= np.isin(ids, self.audit.labeled_ids())
+        return done
+
+    def requested_ids(self) -> np.ndarray:
+        """``(k,)`` int64 exported ids (training or audit) that have no label yet."""
+        ids = self.labeling.requested_ids(self.labels)
+        return ids[~self.answered(ids)] if ids.size else ids
+
+    def answer_view(self) -> LabelState:
+        """The label state with the audit's labels in it too (in the current round): what an
+        annotation file is checked against, so that an audit answer given again is known and a
+        changed one is a correction."""
+        if self.audit is None or not self.audit.n_labeled:
+            return self.labels
+        view = LabelState.from_state_dict(self.labels.state_dict())
+        ids = self.audit.labeled_ids()
+        view.label(ids, self.audit.labels_of(ids), max(1, view.current_round))
+        return view
 
     def commit_answers(self, round: int, ids: np.ndarray, labels: np.ndarray) -> None:
         """Record labels that annotators gave for ``round`` (a part of its batch, or late labels of
@@ -244,6 +306,8 @@ class ExperimentState:
             "tracking": self.tracking,
             "versions": self.versions,
             "labeling": self.labeling.state_dict(),
+            "audit": None if self.audit is None else self.audit.state_dict(),
+            "monitor": self.monitor,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -262,6 +326,20 @@ class ExperimentState:
         except (KeyError, TypeError, ValueError) as e:  # AlcoreErrors included: name the file
             raise ConfigError(problem(f"{path} is not a valid experiment state: {e}", fix="restore the file")) from e
         ledger.check_paid(labels.counts_per_round(), where=str(path))
+        audit = None
+        if d.get("audit") is not None:
+            from alcore.estimate import Audit
+
+            audit = Audit.from_state_dict(d["audit"])
+        paid = ledger.totals()["audit_labels"]
+        if paid != (audit.n_labeled if audit is not None else 0):
+            raise ConfigError(
+                problem(
+                    f"{path}: its cost ledger paid {paid} audit labels, its audit holds "
+                    f"{audit.n_labeled if audit is not None else 0}",
+                    fix="restore the state file the run wrote, or start over with --fresh",
+                )
+            )
         return cls(
             config_digest=d["config_digest"],
             labels=labels,
@@ -271,6 +349,8 @@ class ExperimentState:
             tracking=d.get("tracking", {}),
             versions=d.get("versions", []),
             labeling=LabelingLog.from_state_dict(d.get("labeling")),
+            audit=audit,
+            monitor=d.get("monitor", {}),
         )
 
 

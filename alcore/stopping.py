@@ -383,6 +383,8 @@ class CostAware(StopRule):
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
             raise ConfigError(problem(f"horizon={self.horizon!r}", allowed="an int >= 1 (rounds)"))
         _min_rounds(self.min_rounds)
+        if ctx.cost is not None and ctx.next_batch is None:  # the loop's last planned round
+            return StopDecision(False, "the last planned round is done: no next round to price", {}, self.name)
         ctx.require("cost", self.name)
         assert ctx.cost is not None and ctx.next_batch is not None
         curve = ctx.curve(min_points=self.min_rounds)

@@ -68,13 +68,33 @@ def log_round(st: ExperimentState, run_id: str, r: int) -> None:
     metrics: dict[str, Any] = {k: v for k, v in row.items() if k != "round"}
     metrics.update({f"trigger_{k}": v for k, v in trig.items()})
     metrics.update({k: v for n in nets for k, v in network_metrics(n["evidence"], "network_").items()})
+    stop = st.records[r].get("stop")
+    metrics.pop("stop", None)
+    if stop is not None:
+        metrics.update({f"stop_{k}": v for k, v in stop["indicators"].items()})
+        metrics["stop"] = float(stop["stop"])
     tracking.log_metrics(run_id, metrics, step=r)
+    if stop is not None:
+        tracking.set_tags(run_id, {f"round_{r}.stop_reason": stop["reason"][:4900]})
+        if stop["stop"]:
+            tracking.set_tags(
+                run_id, {"stop.round": r, "stop.rule": stop["rule"], "stop.reason": stop["reason"][:4900]}
+            )
     if nets:
         tracking.set_tags(run_id, {f"round_{r}.network_mode": ",".join(n["mode"] for n in nets)})
     acc = " ".join(f"{k} {st.records[r][k]:.4f}" for k in ("proxy_accuracy", "test_accuracy") if k in st.records[r])
     say(
         f"round {r:>3}: {row['labels_total']:>6} labels  {acc}  compute {row['compute_seconds']:.1f} s  total ${row['total_usd_cum']:.2f}"
     )
+    if "estimated_accuracy" in row:
+        say(
+            f"           estimated accuracy {100 * row['estimated_accuracy']:.1f}% "
+            f"({100 * row['estimated_accuracy_lower']:.1f}% to {100 * row['estimated_accuracy_upper']:.1f}%) "
+            f"on {row['audit_labels_total']} audit labels"
+            + (f"; forecast: {row['forecast']['reason']}" if row.get("forecast") else "")
+        )
+    if stop is not None:
+        say(f"           stop rule {stop['rule']}: {'STOP' if stop['stop'] else 'go on'}: {stop['reason']}")
     if trig.get("fired"):
         say(f"           realigned after round {r} ({trig['reason']}): features v{st.records[r]['version']}")
 

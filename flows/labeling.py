@@ -60,7 +60,8 @@ def require_human(p: Params) -> None:
 
 
 def labeled_fraction(st: ExperimentState, batch: Batch) -> float:
-    return float(np.count_nonzero(st.labels.round_of(batch.ids))) / max(batch.ids.size, 1)
+    """The part of ``batch`` answered (its audit ids included)."""
+    return float(np.count_nonzero(st.answered(batch.ids))) / max(batch.ids.size, 1)
 
 
 def advance(learner: ActiveLearner) -> str:
@@ -72,13 +73,17 @@ def advance(learner: ActiveLearner) -> str:
     r = batch.round if batch is not None else 0
     if r and r not in st.records:
         learner.measure(r)
-    if r >= len(schedule):
+    why = learner.stopped(r) if r else None
+    if why is not None:
+        say(f"Stopped after round {r} of {len(schedule)} ({learner.params.al.stop}): {why}")
+    if r >= len(schedule) or why is not None:
         if final_is_current(st.final, st.labels):
             return "finished"
         s = learner.finish()  # labels were added or corrected since the final network: trained again
         log_summary(st, st.tracking["mlflow_run_id"], s)
-        return f"all {len(schedule)} rounds labeled; final network: test accuracy {s.get('test_accuracy', 0):.4f}"
-    query = learner.query(r + 1, schedule[r], exclude=st.labeling.requested_ids(st.labels))
+        done = f"all {len(schedule)} rounds labeled" if why is None else f"stopped after round {r}: {why}"
+        return f"{done}; final network: test accuracy {s.get('test_accuracy', 0):.4f}"
+    query = learner.query(r + 1, schedule[r], exclude=st.requested_ids())
     learner.open_batch(query)  # open from here on: its job files follow from the state
     return f"selected batch {r + 1} ({query.ids.size} samples)"
 
@@ -175,8 +180,11 @@ def labeling_cycle(
                 "did": did,
                 "open_round": batch.round,
                 "open_size": int(batch.ids.size),
-                "open_labeled": int(np.count_nonzero(st.labels.round_of(batch.ids))),
-                "requested": int(st.labeling.requested_ids(st.labels).size),
+                "open_labeled": int(np.count_nonzero(st.answered(batch.ids))),
+                "open_audit": int(batch.audit.sum()),
+                "requested": int(st.requested_ids().size),
+                "audit_labels": int(st.ledger.totals()["audit_labels"]),
+                "stopped": learner.stopped(max(st.records)) if st.records else None,  # the stop rule's reason
                 "labels": st.labels.n_labeled,
                 "label_usd": float(st.ledger.totals()["label_usd"]),
                 "finished": final_is_current(st.final, st.labels),

@@ -177,7 +177,7 @@ def test_missing_inputs_and_bad_parameters_are_named():
         StopContext(n_labeled=[100, 200], estimates=_estimates(np.array([100])))
 
 
-def test_config_fields_are_checked_and_refused_until_the_flows_read_them():
+def test_config_fields_are_checked_and_accepted_now_that_the_engine_reads_them():
     from alcore.config import AuditCfg, parse_params
 
     assert parse_params({}).al.stop == "never" and not parse_params({}).al.audit.enabled
@@ -185,10 +185,31 @@ def test_config_fields_are_checked_and_refused_until_the_flows_read_them():
         parse_params({"al": {"stop": "cost_aware"}})
     with pytest.raises(ConfigError, match="Unknown stop rule 'kappa'"):
         parse_params({"al": {"stop": "kappa"}})
-    with pytest.raises(ConfigError, match="not wired into the flows yet"):
-        parse_params({"al": {"stop": "cost_aware", "audit": {"fraction": 0.1}}})
+    al = parse_params({"al": {"stop": "cost_aware", "audit": {"fraction": 0.1, "target": 0.9}}}).al
+    assert al.stop == "cost_aware" and al.audit.enabled and al.audit.target == 0.9
+    assert parse_params({"al": {"stop": "stabilizing_predictions"}}).al.stop == "stabilizing_predictions"  # no audit
+    with pytest.raises(ConfigError, match="al.audit.target forecasts from the audit"):
+        parse_params({"al": {"audit": {"target": 0.9}}})
     with pytest.raises(ConfigError, match="needs al.audit.estimator=ppi"):
         parse_params({"al": {"audit": {"sampling": "active", "estimator": "wilson"}}})
     audit = AuditCfg(initial=150, fraction=0.1)
     assert [audit.draws_at(n) for n in (100, 1500, 3000)] == [150, 150, 300]
     assert AuditCfg().draws_at(3000) == 0
+
+
+def test_the_forecast_target_is_not_part_of_the_experiment():
+    from alcore.config import parse_params
+    from alcore.run_state import experiment_digest
+
+    audit = {"fraction": 0.1}
+    a = parse_params({"al": {"audit": audit}})
+    b = parse_params({"al": {"audit": {**audit, "target": 0.9}}})
+    c = parse_params({"al": {"audit": {**audit, "reserve": 0.2}}})
+    assert experiment_digest(a) == experiment_digest(b) != experiment_digest(c)
+
+
+def test_cost_aware_does_not_fail_after_the_last_planned_round():
+    ctx = _context(6)
+    ctx.next_batch = None  # the loop's last round: nothing left to price
+    d = make_stop_rule("cost_aware").decide(ctx)
+    assert not d.stop and "last planned round" in d.reason
