@@ -81,6 +81,7 @@ def test_gpu_arguments_cross_as_json_and_come_back_typed():
     assert back["ids"].dtype == np.int64 and back["ids"].tolist() == [3, 1, 2]
 
 
+@pytest.mark.slow  # a whole flow per pool through the Prefect harness: 16 s; the deployments and the GPU arguments are tested fast above
 def test_dispatch_pools_sends_every_gpu_step_to_the_gpu_deployment(tmp_path, prefect_harness, monkeypatch):
     """``dispatch: pools`` end to end, with Prefect's run_deployment replaced by a stand-in that sends
     the parameters through JSON and runs the GPU flow (a worker on the GPU pool would)."""

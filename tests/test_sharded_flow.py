@@ -47,6 +47,7 @@ def _same_content(a: Path, b: Path) -> None:
     assert fa.X.tobytes() == fb.X.tobytes()  # byte for byte, not allclose
 
 
+@pytest.mark.slow  # a Dask cluster of two processes: 11 s; the thread runner test checks the same equality by default
 def test_two_dask_workers_equal_one_pass(built, tmp_path):
     from flows.pipeline import features
 

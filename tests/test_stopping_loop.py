@@ -156,7 +156,7 @@ def test_the_labeling_cycle_sends_audit_rows_to_people_and_stops_by_the_rule(pro
     p = parse_params(d)
     truth = truth_of(p)
     labeling_cycle(p, root=str(project))
-    st = ExperimentState.load(Layout(project).state("audited-people"))
+    st = ExperimentState.load(Layout(project).state("audited-people", human=True))
     _, rows = open_job(project, "audited-people")
     audit_rows = [r for r in rows if r["audit"] == "yes"]
     n_audit = len(audit_rows)
@@ -166,7 +166,7 @@ def test_the_labeling_cycle_sends_audit_rows_to_people_and_stops_by_the_rule(pro
     out = labeling_cycle(p, root=str(project))  # round 1 measured, judged; batch 2 goes out
     assert out["labels"] == 10 and out["audit_labels"] == n_audit and out["open_round"] == 2
     assert out["label_usd"] == pytest.approx((10 + n_audit) * PRICE)
-    st = ExperimentState.load(Layout(project).state("audited-people"))
+    st = ExperimentState.load(Layout(project).state("audited-people", human=True))
     assert not np.intersect1d(st.labels.labeled_ids, st.audit.reserve_ids).size  # never a training label
     assert "estimated_accuracy" in st.records[1] and not st.records[1]["stop"]["stop"]
     _, rows2 = open_job(project, "audited-people")
