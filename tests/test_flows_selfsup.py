@@ -77,6 +77,7 @@ def test_pt4al_with_pretext_never_is_refused_before_any_work():
         check_params(p)
 
 
+@pytest.mark.slow  # 12 s; tests/test_as3l.py checks the one-shot priors and prior-guided training by default
 def test_as3l_flow_one_shot_priors_and_prior_guided_training(project):
     import json
 

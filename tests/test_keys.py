@@ -209,6 +209,7 @@ print(json.dumps({{name: key_of(t, inputs_of(t)) for name, t in sorted(TASKS.ite
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing alcore and Prefect: 21 s; every input -> miss and the ignored inputs -> hit run by default
 def test_the_same_inputs_give_the_same_keys_in_other_processes_and_hash_seeds():
     here = {name: key_of(t, inputs_of(t)) for name, t in sorted(TASKS.items())}
     other = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # never this process's seed
