@@ -258,6 +258,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
         for r in rows:  # a method re-measured under other settings: the last one counts
             latest[(r["budget"], r["seed"], r["method"])] = r
         budgets = sorted({b for b, _, _ in latest})
+        seeds_of = {b: sorted({s for bb, s, _ in latest if bb == b}) for b in budgets}
         methods = [m for m in METHODS if any(k[2] == m for k in latest)]
         print(f"\n## {name}: test accuracy % (mean ± std over seeds) and seconds per call\n")
         print("| labels | seeds | " + " | ".join(methods) + " | auto − logreg | auto chose |")
@@ -265,7 +266,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
         goal_rows = []
         for b in budgets:
             acc = {m: [latest[k]["accuracy"] for k in latest if k[0] == b and k[2] == m] for m in methods}
-            seeds = sorted({k[1] for k in latest if k[0] == b})
+            seeds = seeds_of[b]
             both = [
                 latest[(b, s, "auto")]["accuracy"] - latest[(b, s, "logreg")]["accuracy"]
                 for s in seeds
@@ -287,7 +288,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
         print("|---:|" + "---:|" * len(methods))
         for b in budgets:
             secs = {m: [latest[k]["seconds"] for k in latest if k[0] == b and k[2] == m] for m in methods}
-            n = len({k[1] for k in latest if k[0] == b})
+            n = len(seeds_of[b])
             print(f"| {b} | " + " | ".join(_ms(secs[m], 1.0, 1 if m in NETWORKS else 2, n) for m in methods) + " |")
         if goal_rows:
             worst = min(goal_rows, key=lambda x: x[1])
