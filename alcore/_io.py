@@ -72,6 +72,12 @@ def remove_stale_temps(folder: str | os.PathLike[str], *, recursive: bool = Fals
     return removed
 
 
+def stat_signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: device, inode (every atomic write is a new
+    one), size and modification time."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import numpy as np
 
 from alcore import monitor
-from alcore._io import write_text_atomic
+from alcore._io import stat_signature, write_text_atomic
 from alcore.errors import ConfigError, LabelError, LabelImportError, problem
 from alcore.run_state import Batch, ExperimentState, LabelingLog
 from alcore.state import LabelState, as_int_ids
@@ -744,14 +744,9 @@ def inbox_files(inbox: str | os.PathLike[str]) -> list[Path]:
     return [p for _, _, p in sorted(out)]
 
 
-def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells that a file changed: the same inode with the same size and modification time."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def _unchanged(path: Path, st: os.stat_result) -> bool:
     try:
-        return _signature(path.lstat()) == _signature(st)
+        return stat_signature(path.lstat()) == stat_signature(st)
     except OSError:
         return False
 

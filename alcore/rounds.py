@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from alcore import monitor, steps
-from alcore._io import atomic_path
+from alcore._io import atomic_path, stat_signature
 from alcore.config import DataCfg, Params, ProxyCfg
 from alcore.errors import DataError, LabelError, StateChangedError, problem
 from alcore.features import read_ids
@@ -282,12 +282,12 @@ class Standard(Pipeline):
 
 # ---------------------------------------------------------------- the learner
 def _signature(path: Path) -> tuple[int, int, int, int] | None:
-    """What tells one version of a file from another: every atomic write is a new inode."""
+    """The state file's :func:`~alcore._io.stat_signature`; None when it is gone."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return stat_signature(st)
 
 
 @dataclass(eq=False)
