@@ -362,6 +362,11 @@ class TrainCfg(_Model):
     auto_modes: list[Literal["lpft", "ft"]] = Field(
         default_factory=lambda: ["lpft", "ft"], description="what auto compares with the probe"
     )
+    auto_margin: float = Field(
+        1.0,
+        ge=0,
+        description="a mode replaces the probe only if held-out wins - losses against it > this x sqrt(wins + losses)",
+    )
     semi_steps: int = Field(300, ge=1, description="fixmatch / as3l: optimiser steps")
     semi_batch_size: int = Field(16, ge=1, description="labeled images per step")
     semi_mu: int = Field(3, ge=1, description="unlabeled images per labeled one in a step")

@@ -174,6 +174,8 @@ def run_one(prep: dict[str, Any], method: str, budget: int, seed: int, args: arg
         out = {"chosen": res.mode, "heldout": {m: c["accuracy"] for m, c in ev.get("candidates", {}).items()}}
         out["heldout_log_loss"] = {m: c["log_loss"] for m, c in ev.get("candidates", {}).items()}
         out["held_out"] = ev.get("held_out", 0)  # labels behind the held-out accuracies (what a rule can trust)
+        # held-out labels each mode got right and the probe wrong, and the other way (the paired rule's input)
+        out["vs_probe"] = {m: [c["wins"], c["losses"]] for m, c in ev.get("candidates", {}).items() if "wins" in c}
         out["steps"] = ev.get("steps", 0)
     return {"accuracy": acc, "seconds": secs, **out}
 
@@ -290,6 +292,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
             secs = {m: [latest[k]["seconds"] for k in latest if k[0] == b and k[2] == m] for m in methods}
             n = len(seeds_of[b])
             print(f"| {b} | " + " | ".join(_ms(secs[m], 1.0, 1 if m in NETWORKS else 2, n) for m in methods) + " |")
+        margin_table(rows, latest, budgets)
         if goal_rows:
             worst = min(goal_rows, key=lambda x: x[1])
             print(
@@ -302,6 +305,61 @@ def report(names: list[str], args: argparse.Namespace) -> None:
                     print(
                         f"Goal auto >= logreg + 3 points at 1,000 labels: {'met' if at >= 3 else 'MISSED'} ({at:+.1f})"
                     )
+
+
+MARGINS = (0.0, 0.5, 1.0, 2.0)
+
+
+def choice_at(auto: dict[str, Any], margin: float) -> str | None:
+    """The mode ``auto``'s rule picks at ``margin`` from a call's stored held-out evidence (None:
+    measured before the paired counts were stored)."""
+    from alcore.training import beats_probe
+
+    vs = auto.get("vs_probe")
+    if not vs:
+        return None
+    acc, order = auto["heldout"], ("lp", "lpft", "ft")
+    passed = ["lp"] + [m for m, (w, lo) in vs.items() if beats_probe(w, lo, margin)]
+    return max(passed, key=lambda m: (acc[m], -order.index(m)))
+
+
+def _test_accuracy(rows: list[dict[str, Any]], b: int, s: int, mode: str) -> float | None:
+    """Test accuracy of ``mode``'s network trained on every label of (budget, seed), where measured:
+    the probe, or any network call (auto, or the mode alone) that trained ``mode`` on every label
+    (the final fit's seed is the same in all of them); the latest such record."""
+    found = None
+    for r in rows:
+        if r["budget"] == b and r["seed"] == s:
+            if (mode == "lp" and r["method"] == "lp") or (r["method"] in NETWORKS and r.get("chosen") == mode):
+                found = r["accuracy"]
+    return found
+
+
+def margin_table(rows_all: list[dict[str, Any]], latest: dict[tuple[int, int, str], Any], budgets: list[int]) -> None:
+    """auto − logreg (points) had the rule used another ``auto_margin``, from the stored paired
+    counts and the networks measured on the same ids; '?' where a choice's network was not measured."""
+    rows, measured = [], False
+    for b in budgets:
+        seeds = sorted(s for bb, s, m in latest if bb == b and m == "auto" and (bb, s, "logreg") in latest)
+        cells = []
+        for z in MARGINS:
+            picks = [choice_at(latest[(b, s, "auto")], z) for s in seeds]
+            if not seeds or None in picks:
+                cells.append("-")
+                continue
+            measured = True
+            acc = [_test_accuracy(rows_all, b, s, m) for s, m in zip(seeds, picks, strict=True)]
+            known = [a - latest[(b, s, "logreg")]["accuracy"] for s, a in zip(seeds, acc, strict=True) if a is not None]
+            gap = f"{100 * np.mean(known):+.1f}" if known else "?"
+            gap += "" if len(known) == len(seeds) else f" (n={len(known)})"
+            cells.append(f"{gap} ({', '.join(p or '?' for p in picks)})")
+        rows.append(f"| {b} | " + " | ".join(cells) + " |")
+    if not measured:
+        return
+    print("\nauto − logreg had `train.auto_margin` been z (choices per seed; from the stored paired counts):\n")
+    print("| labels | " + " | ".join(f"z = {z:g}" for z in MARGINS) + " |")
+    print("|---:|" + "---:|" * len(MARGINS))
+    print("\n".join(rows))
 
 
 def main() -> None:

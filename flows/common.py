@@ -114,8 +114,12 @@ def log_summary(st: ExperimentState, run_id: str, summary: dict[str, Any]) -> No
 
 
 def network_metrics(ev: dict[str, Any], prefix: str) -> dict[str, float]:
-    """A network's evidence as MLflow metrics: held-out accuracy per candidate, labels, steps."""
+    """A network's evidence as MLflow metrics: held-out accuracy per candidate, the held-out labels
+    each mode won and lost against the probe (what ``train.auto_margin`` judges), labels, steps."""
     out = {f"{prefix}heldout_{m}": c["accuracy"] for m, c in ev.get("candidates", {}).items()}
+    for m, c in ev.get("candidates", {}).items():
+        if "wins" in c:
+            out[f"{prefix}heldout_{m}_wins"], out[f"{prefix}heldout_{m}_losses"] = float(c["wins"]), float(c["losses"])
     out.update({f"{prefix}{k}": float(ev[k]) for k in ("n_labeled", "steps", "held_out") if k in ev})
     return out
 

@@ -100,6 +100,16 @@ def test_standard_fine_tunes_and_scores_every_round(root):
     assert set(ev["candidates"]) == {"lp", "lpft", "ft"} and ev["held_out"] >= 4
     nets = st.records[3]["networks"]  # round 3 selected with a network fine-tuned on round 2's 20 labels
     assert [n["labels"] for n in nets] == [20] and nets[0]["evidence"]["requested"] == "auto"
+    # the paired counts the rule judged are kept, and go to MLflow with the held-out accuracies
+    from flows.common import network_metrics
+
+    c = ev["candidates"]
+    for m in ("lpft", "ft"):
+        assert c[m]["wins"] + c[m]["losses"] <= ev["held_out"]
+        assert c[m]["beats_probe"] == (c[m]["wins"] - c[m]["losses"] > np.sqrt(c[m]["wins"] + c[m]["losses"]))
+    met = network_metrics(ev, "final_")
+    assert met["final_heldout_ft_wins"] == c["ft"]["wins"] and met["final_heldout_lpft_losses"] == c["lpft"]["losses"]
+    assert (st.final["mode"] == "lp") == (not c["lpft"]["beats_probe"] and not c["ft"]["beats_probe"])
 
 
 def test_compare_writes_tables_plots_and_ratios(root):

@@ -8,6 +8,7 @@ from alcore.errors import ConfigError, WeightsError
 from alcore.features import extract_features
 from alcore.training import (
     TrainConfig,
+    choose_mode,
     evaluate,
     evidence_folds,
     fit_linear_probe,
@@ -147,7 +148,9 @@ def test_fine_tuning_never_returns_less_than_its_probe_on_held_out_labels(setup,
     for cfg in (CFG, TrainConfig(ft_min_steps=20, ft_max_steps=20, batch_size=32, min_holdout=10)):
         r = train_classifier(enc, data.pool, pos, y, n_classes=10, mode=mode, config=cfg, device="cpu")
         c = r.evidence["candidates"]
-        assert r.mode == (mode if c[mode]["accuracy"] > c["lp"]["accuracy"] else "lp")
+        w, lo = c[mode]["wins"], c[mode]["losses"]
+        assert c[mode]["beats_probe"] == (w - lo > np.sqrt(w + lo))  # the default margin: 1 standard error
+        assert r.mode == (mode if c[mode]["beats_probe"] else "lp")
 
 
 def test_auto_chooses_on_evidence_and_records_it(setup, tmp_path):
@@ -158,7 +161,8 @@ def test_auto_chooses_on_evidence_and_records_it(setup, tmp_path):
     )
     ev = res.evidence
     assert set(ev["candidates"]) == {"lp", "lpft", "ft"} and ev["requested"] == "auto"
-    best = max(ev["candidates"], key=lambda m: (ev["candidates"][m]["accuracy"], -["lp", "lpft", "ft"].index(m)))
+    passed = ["lp"] + [m for m in ("lpft", "ft") if ev["candidates"][m]["beats_probe"]]
+    best = max(passed, key=lambda m: (ev["candidates"][m]["accuracy"], -["lp", "lpft", "ft"].index(m)))
     assert res.mode == ev["mode"] == best
     assert ev["seconds_evidence"] > 0 and ev["seconds_final"] >= 0
     save_classifier(res.model, tmp_path / "m.safetensors")
@@ -167,6 +171,38 @@ def test_auto_chooses_on_evidence_and_records_it(setup, tmp_path):
         == ev
         == load_classifier(tmp_path / "m.safetensors").training_record
     )
+
+
+def _right(n_right: int, n: int = 60, shift: int = 0) -> np.ndarray:
+    r = np.zeros(n, dtype=bool)
+    r[(np.arange(n_right) + shift) % n] = True
+    return r
+
+
+def test_a_mode_replaces_the_probe_only_when_it_wins_beyond_noise():
+    lp = _right(30, 58)
+    # issue 13's CIFAR case: ft got one more of 58 held-out labels right than the probe
+    one_more = lp.copy()
+    one_more[40] = True
+    assert choose_mode({"lp": lp, "ft": one_more}, margin=1.0)[0] == "lp"
+    assert choose_mode({"lp": lp, "ft": one_more}, margin=0.0)[0] == "ft"  # the old rule: any net win
+    # the same net gain of 4 labels: clear when the two agree elsewhere, noise when they disagree on 30
+    clear = lp.copy()
+    clear[40:44] = True
+    noisy = _right(34, 58, shift=13)  # 17 wins, 13 losses
+    chosen, st = choose_mode({"lp": lp, "lpft": noisy, "ft": clear})
+    assert st["ft"] == {"wins": 4, "losses": 0, "beats_probe": True}
+    assert (st["lpft"]["wins"], st["lpft"]["losses"], st["lpft"]["beats_probe"]) == (17, 13, False)
+    assert chosen == "ft"
+    # of the modes that pass, the most accurate; equal accuracy goes to the cheaper (lpft before ft)
+    assert choose_mode({"lp": lp, "lpft": clear, "ft": clear.copy()})[0] == "lpft"
+    better = clear.copy()
+    better[44:50] = True
+    assert choose_mode({"lp": lp, "lpft": clear, "ft": better})[0] == "ft"
+    # a diverged mode never replaces the probe; mismatched folds are an error
+    assert choose_mode({"lp": lp, "ft": None}) == ("lp", {"ft": {"wins": 0, "losses": 0, "beats_probe": False}})
+    with pytest.raises(ValueError, match="held-out predictions"):
+        choose_mode({"lp": lp, "ft": lp[:10]})
 
 
 def test_too_few_labels_for_a_fold_gives_the_probe(setup):
@@ -242,6 +278,8 @@ def test_bad_mode_labels_and_settings(setup):
         )
     with pytest.raises(ConfigError, match="ft_min_steps"):
         TrainConfig(ft_min_steps=10, ft_max_steps=5).check()
+    with pytest.raises(ConfigError, match="auto_margin=-1"):
+        TrainConfig(auto_margin=-1).check()
 
 
 def test_retired_train_keys_say_what_replaced_them():
@@ -252,6 +290,9 @@ def test_retired_train_keys_say_what_replaced_them():
     with pytest.raises(ConfigError, match="auto_threshold was retired.*held-out"):
         parse_params({"train": {"auto_threshold": 500}})
     assert parse_params({"train": {"auto_modes": ["lpft"]}}).train.train_config().auto_modes == ("lpft",)
+    assert parse_params({"train": {"auto_margin": 2}}).train.train_config().auto_margin == 2.0
+    with pytest.raises(ConfigError, match="auto_margin"):
+        parse_params({"train": {"auto_margin": -0.5}})
 
 
 def test_head_scorer_is_the_classifier_on_its_own_features(setup, tmp_path):
