@@ -363,7 +363,7 @@ class TrainCfg(_Model):
         default_factory=lambda: ["lpft", "ft"], description="what auto compares with the probe"
     )
     auto_margin: float = Field(
-        1.0,
+        0.75,
         ge=0,
         description="a mode replaces the probe only if held-out wins - losses against it > this x sqrt(wins + losses)",
     )

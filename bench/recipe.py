@@ -307,7 +307,7 @@ def report(names: list[str], args: argparse.Namespace) -> None:
                     )
 
 
-MARGINS = (0.0, 0.5, 1.0, 2.0)
+MARGINS = (0.0, 0.5, 0.75, 1.0, 2.0)
 
 
 def choice_at(auto: dict[str, Any], margin: float) -> str | None:
