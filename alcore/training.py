@@ -631,9 +631,13 @@ def choose_mode(right: dict[str, np.ndarray | None], *, margin: float = 0.75) ->
         w, lo = int((r & ~base).sum()), int((~r & base).sum())
         stats[m] = {"wins": w, "losses": lo, "beats_probe": beats_probe(w, lo, margin)}
         acc[m] = float(r.mean())
-    eligible = ["lp"] + [m for m in stats if stats[m]["beats_probe"]]
-    cost = {m: COST_ORDER.index(m) if m in COST_ORDER else len(COST_ORDER) for m in eligible}
-    return max(eligible, key=lambda m: (acc[m], -cost[m])), stats
+    return most_accurate(acc, ["lp"] + [m for m in stats if stats[m]["beats_probe"]]), stats
+
+
+def most_accurate(accuracy: dict[str, float], eligible: list[str]) -> str:
+    """The mode of ``eligible`` with the highest held-out ``accuracy``; ties to the cheaper
+    (:data:`COST_ORDER`)."""
+    return max(eligible, key=lambda m: (accuracy[m], -COST_ORDER.index(m)))
 
 
 def describe_evidence(ev: dict[str, Any]) -> str:

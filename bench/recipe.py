@@ -313,14 +313,12 @@ MARGINS = (0.0, 0.5, 0.75, 1.0, 2.0)
 def choice_at(auto: dict[str, Any], margin: float) -> str | None:
     """The mode ``auto``'s rule picks at ``margin`` from a call's stored held-out evidence (None:
     measured before the paired counts were stored)."""
-    from alcore.training import beats_probe
+    from alcore.training import beats_probe, most_accurate
 
     vs = auto.get("vs_probe")
     if not vs:
         return None
-    acc, order = auto["heldout"], ("lp", "lpft", "ft")
-    passed = ["lp"] + [m for m, (w, lo) in vs.items() if beats_probe(w, lo, margin)]
-    return max(passed, key=lambda m: (acc[m], -order.index(m)))
+    return most_accurate(auto["heldout"], ["lp"] + [m for m, (w, lo) in vs.items() if beats_probe(w, lo, margin)])
 
 
 def _test_accuracy(rows: list[dict[str, Any]], b: int, s: int, mode: str) -> float | None:
