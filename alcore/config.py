@@ -190,6 +190,13 @@ class AuditCfg(_Model):
     target: float | None = Field(
         None, gt=0, lt=1, description="forecast the labels and $ to reach this accuracy (null: no forecast)"
     )
+    half_width: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="buy audit draws until the interval is this narrow (e.g. 0.05: +-5 points), sized each round "
+        "from the last estimate's spread, at most the reserve's size; null: only initial and fraction",
+    )
 
     @model_validator(mode="after")
     def _estimator_fits_sampling(self) -> AuditCfg:
@@ -201,7 +208,7 @@ class AuditCfg(_Model):
 
     @property
     def enabled(self) -> bool:
-        return self.initial > 0 or self.fraction > 0
+        return self.initial > 0 or self.fraction > 0 or self.half_width is not None
 
     def reserve_size(self, n_pool: int) -> int:
         """Pool ids the reserve sets aside from a pool of ``n_pool``."""

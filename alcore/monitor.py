@@ -9,7 +9,7 @@ they decide is kept in the experiment state (:class:`alcore.run_state.Experiment
    set of ``stabilizing_predictions`` (without an audit, a seeded sample of the pool is).
 2. :func:`draw` (with each round's query): the audit draws the round adds, chosen with the previous
    round's model's confidence on the reserve (uniform in round 1), up to ``al.audit.draws_at``
-   the labels the round ends with; they are bought with the round's batch, from the same oracle,
+   the labels the round ends with, or more if ``al.audit.half_width`` asks (:func:`draws_for_width`); they are bought with the round's batch, from the same oracle,
    and paid as audit labels (:meth:`alcore.ledger.CostLedger.buy_audit`).
 3. :func:`observe` then :func:`judge` (when the round is measured): the round's model (the proxy on
    the current features) predicts on the reserve; every round's estimate with its 95% interval
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from alcore.config import ALCfg
 from alcore.estimate import Audit, choose_reserve, estimate_rounds
@@ -32,7 +33,18 @@ from alcore.forecast import CostModel, LearningCurve, forecast_target
 from alcore.seeding import derive_seed
 from alcore.stopping import StopContext, make_stop_rule
 
-__all__ = ["STOP_SET_MAX", "context", "draw", "excluded", "judge", "observe", "record_audit", "setup", "stop_set"]
+__all__ = [
+    "STOP_SET_MAX",
+    "context",
+    "draw",
+    "draws_for_width",
+    "excluded",
+    "judge",
+    "observe",
+    "record_audit",
+    "setup",
+    "stop_set",
+]
 
 #: Without an audit, ``stabilizing_predictions`` watches a seeded sample of at most this many pool ids.
 STOP_SET_MAX = 2000
@@ -82,7 +94,7 @@ def stop_set(state: Any) -> np.ndarray | None:
 def draw(state: Any, al: ALCfg, round: int, n_after: int, *, seed: int) -> np.ndarray:
     """The audit ids round ``round`` buys with its batch (sorted; none without an audit).
 
-    Draws ``al.audit.draws_at(n_after) - draws so far`` once per round (a second call, after a
+    Draws ``al.audit.draws_at(n_after)`` (or :func:`draws_for_width`, the larger) ``- draws so far`` once per round (a second call, after a
     resume, draws nothing more), with the previous round's model's confidence on the reserve.
     Returns the ids this round drew that are not labeled yet and were not drawn by an earlier round
     (those are bought, or out with annotators, with their own round's batch).
@@ -92,7 +104,7 @@ def draw(state: Any, al: ALCfg, round: int, n_after: int, *, seed: int) -> np.nd
         return np.zeros(0, dtype=np.int64)
     rounds = audit.draw_rounds()
     if not (rounds >= round).any():
-        m = al.audit.draws_at(n_after) - audit.n_draws
+        m = max(al.audit.draws_at(n_after), draws_for_width(state, al, round)) - audit.n_draws
         if m > 0:
             prev = state.monitor.get("predictions", {}).get(str(round - 1))
             conf = None if prev is None else np.asarray(prev["conf"], dtype=np.float64)
@@ -100,6 +112,32 @@ def draw(state: Any, al: ALCfg, round: int, n_after: int, *, seed: int) -> np.nd
     earlier = np.concatenate([audit.drawn_in(r) for r in np.unique(audit.draw_rounds()) if r < round] or [[]])
     mine = np.intersect1d(audit.drawn_in(round), audit.pending_ids)
     return np.setdiff1d(mine, earlier.astype(np.int64)).astype(np.int64)
+
+
+def draws_for_width(state: Any, al: ALCfg, round: int) -> int:
+    """The draws ``al.audit.half_width`` asks for in ``round`` (0 when it is not set).
+
+    Sized from the previous round's estimate: its standard error ``se`` on ``m`` draws gives the
+    per-draw variance ``v = m (se^2 - a (1 - a) / N)`` (``a`` the estimate, ``N`` the reserve; the
+    second term is the reserve's own sampling variance, which no draw removes), and the interval is
+    ``z sqrt(v / m' + a (1 - a) / N)`` wide on ``m'`` draws. In round 1, before any model, half of
+    what a coin flip (a = 0.5, plain binomial) would need; later rounds top up. Never more than
+    ``N`` draws (a reserve too small for the width gets the widest audit it allows). A round whose
+    previous estimate is still missing (audit answers out) asks for nothing more.
+    """
+    hw = al.audit.half_width
+    if hw is None or state.audit is None:
+        return 0
+    n = int(state.audit.reserve_ids.size)
+    z = float(stats.norm.ppf(0.5 + al.audit.confidence / 2))
+    prev = state.records.get(round - 1, {}) if round > 1 else {}
+    if "estimated_accuracy_se" not in prev:
+        return min(n, math.ceil(0.5 * 0.25 * (z / hw) ** 2)) if round <= 1 else 0
+    a, se, m = float(prev["estimated_accuracy"]), float(prev["estimated_accuracy_se"]), int(prev["audit_draws"])
+    reserve_var = a * (1 - a) / n
+    per_draw = max(m * (se**2 - reserve_var), 1e-6)
+    room = (hw / z) ** 2 - reserve_var
+    return n if room <= 0 else min(n, math.ceil(per_draw / room))
 
 
 def record_audit(state: Any, round: int, ids: Any, labels: Any) -> None:

@@ -213,3 +213,41 @@ def test_cost_aware_does_not_fail_after_the_last_planned_round():
     ctx.next_batch = None  # the loop's last round: nothing left to price
     d = make_stop_rule("cost_aware").decide(ctx)
     assert not d.stop and "last planned round" in d.reason
+
+
+def test_half_width_sizes_the_audit_so_that_the_interval_is_that_narrow():
+    """``al.audit.half_width`` asks for the draws that bring the next interval to the width: sized
+    from the last estimate's spread, half a coin flip's need in round 1, capped by the reserve."""
+    from types import SimpleNamespace
+
+    from alcore.config import ALCfg, AuditCfg
+    from alcore.estimate import Audit
+    from alcore.monitor import draws_for_width
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = rng.integers(0, 3, n)
+    conf = rng.uniform(0.4, 1.0, n)
+    pred = np.where(rng.random(n) < conf, y, (y + 1) % 3)  # right about as often as it is confident
+    audit = Audit(reserve_ids=np.arange(n), sampling="uniform", estimator="ppi")
+    state = SimpleNamespace(audit=audit, records={})
+    al = ALCfg(audit=AuditCfg(half_width=0.04))
+    assert al.audit.enabled and ALCfg(audit=AuditCfg()).audit.enabled is False
+    first = draws_for_width(state, al, 1)
+    assert first == math.ceil(0.125 * (1.959964 / 0.04) ** 2)  # 301: half of what a coin flip needs
+    audit.record(audit.draw(None, first, random_state=0, round=1), y[audit.pending_ids])
+    est = audit.estimate(predicted=pred, confidence=conf)
+    assert est.half_width > 0.04  # round 1 is short of the width...
+    state.records[1] = {"estimated_accuracy": est.estimate, "estimated_accuracy_se": est.se, "audit_draws": est.n_audit}
+    need = draws_for_width(state, al, 2)
+    assert need > first  # ...so round 2 tops it up
+    audit.record(audit.draw(None, need - audit.n_draws, random_state=1, round=2), y[audit.pending_ids])
+    est2 = audit.estimate(predicted=pred, confidence=conf)
+    assert 0.034 < est2.half_width <= 0.042  # the width asked for (the pseudo-draws and t widen it a hair)
+    # a wider target asks for fewer; a missing estimate asks for nothing more; unset asks for nothing
+    assert draws_for_width(state, ALCfg(audit=AuditCfg(half_width=0.08)), 2) < need
+    assert draws_for_width(state, al, 3) == 0
+    assert draws_for_width(state, ALCfg(audit=AuditCfg(fraction=0.1)), 2) == 0
+    # a reserve too small for the width gets every draw it allows
+    small = SimpleNamespace(audit=Audit(reserve_ids=np.arange(50), sampling="uniform"), records=state.records)
+    assert draws_for_width(small, al, 2) == 50

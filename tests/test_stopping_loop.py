@@ -176,3 +176,17 @@ def test_the_labeling_cycle_sends_audit_rows_to_people_and_stops_by_the_rule(pro
     assert out["did"].startswith("stopped after round 2: predictions stabilised") and out["finished"], out["did"]
     assert not out["refused"] and out["audit_labels"] == n_audit and out["labels"] == 20
     assert out["stopped"] and "predictions stabilised" in out["stopped"]
+
+
+def test_half_width_grows_the_audit_from_the_last_estimate(project):
+    from alcore.monitor import draws_for_width
+
+    p = parse_params(tiny(experiment={"name": "width"}, al={"rounds": 3, "audit": {"reserve": 0.2, "half_width": 0.2}}))
+    al = learner(p, project)
+    al.run(final=False)
+    st = al.state
+    assert st.audit.draws_through(1) == 13  # round 1: half of what a coin flip needs for +-20 points (12.005)
+    assert st.audit.draws_through(2) > 13  # the first estimate was wider than asked: round 2 bought more
+    for r in (2, 3):
+        assert st.audit.draws_through(r) == max(st.audit.draws_through(r - 1), draws_for_width(st, p.al, r))
+    assert st.ledger.totals()["audit_labels"] == st.audit.n_labeled > 13
