@@ -1,4 +1,4 @@
-"""The audit, the forecast and the stop rules through the real loop (issue 17, phase 2).
+"""The audit, the forecast and the stop rules through the real loop (issue 17).
 
 Each seed is one run of :class:`alcore.rounds.ActiveLearner` (the library, :class:`PlainSteps`,
 pipeline ``svpp``, strategy ``margin``) with the audit on and ``al.stop=never``, so that every round
@@ -11,26 +11,31 @@ that rule (the decisions are the loop's own code, not a simulation).
 
 Reported, per setting and over the seeds:
 
-1. the estimate's error against the true test accuracy, and the interval's coverage of it (also
-   with the test set's own sampling noise added: 1,000 test images are not the population);
+0. audit designs side by side on the same runs (``--replicates`` re-drawn audits per design and
+   seed through :class:`alcore.estimate.Audit`; selection never depends on the audit, so the stored
+   per-round predictions on the reserve are all a design needs): labels bought, error against the
+   test accuracy and against the reserve's own accuracy, coverage, width;
+1. the loop's own estimate against the true test accuracy, and the interval's coverage of it (also
+   with the test set's own sampling noise added);
 2. the forecast of the labels to reach a target (the final true accuracy - 1 point), made at 25%
-   and 50% of the budget, against the true labels to it;
-3. per stop rule: labels spent (training + audit), the true accuracy at the stop, and the distance
-   in rounds to the oracle's best stopping point (the first round after which no later round gains
-   more than 1 point: :func:`alcore.stopping.best_stop_round`).
+   and 50% of the budget, against the true labels to it, and (2b) the forecast gain of the rest of
+   the budget against the true gain;
+3. per stop rule: labels spent (training + audit), the true accuracy at the stop, the distance in
+   rounds to the oracle's best stopping point (the first round after which no later round gains
+   more than 1 point: :func:`alcore.stopping.best_stop_round`), and to the round where the value
+   (points x the cost-aware rule's $ a point - dollars spent) peaks, with the value lost.
 
-Setting ``fmnist``: Fashion-MNIST from ../shared/data (the first 3,000 training images as the pool,
-1,000 test images), the supervised CIFAR-10 ResNet-20 of ../shared/data/weights as the frozen
-encoder (64-d features, a domain shift; bench/recipe.py's fmnist setting), 100 random labels then
-19 rounds of 100, audit reserve 20% of the pool (600 ids, never selected), 100 audit draws in round
-1 then 1 per 10 training labels (active sampling, PPI estimator). Results go to
-``bench/out/stopping/<setting>-seed<k>/``; a seed already run is read back (``--fresh`` reruns).
+Settings (:data:`SETTINGS`): ``fmnist`` (Fashion-MNIST, 5,000 pool / 10,000 test) and ``cifar`` (the
+CIFAR-10 subset, 5,085 / 1,017), both with the default backbone EfficientNet-Lite0 at 48 px; 100
+random labels then 19 rounds of 100; audit reserve 20% of the pool, uniform PPI audit with
+``half_width: 0.05``. Results go to ``bench/out/stopping/<setting>-seed<k>/``; a seed already run is
+read back (``--fresh`` reruns).
 
 Usage (run alone: the proxy's compute seconds feed the cost model)::
 
-    uv run python bench/stopping.py --seeds 0 1 2
-    uv run python bench/stopping.py --seeds 0 1 2 --report
-    uv run python bench/stopping.py --seeds 0 1 2 --reserve 0.3 --audit-initial 200 --audit-fraction 0.2  # a larger audit
+    uv run python bench/stopping.py --setting fmnist --seeds 0 1 2
+    uv run python bench/stopping.py --setting cifar --seeds 0 1 2 --report
+    uv run python bench/stopping.py --setting fmnist --half-width 0.04   # another audit for the loop's own tables
 """
 
 from __future__ import annotations
@@ -52,40 +57,55 @@ OUT = REPO / "bench" / "out" / "stopping"
 sys.path.insert(0, str(REPO))
 
 ROUNDS, INITIAL, BATCH = 20, 100, 100
-AUDIT = {"reserve": 0.2, "initial": 100, "fraction": 0.1, "sampling": "active", "estimator": "ppi"}
+AUDIT = {"reserve": 0.2, "initial": 0, "fraction": 0.0, "sampling": "uniform", "estimator": "ppi", "half_width": 0.05}
+CIFAR_NPZ = SHARED / "cifar10-subset" / "cifar10_genuine_prefix_subset.npz"
+
+#: The two settings: the default ImageNet backbone (EfficientNet-Lite0 from its PyPI package, 48 px).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "fmnist": {
+        "title": "Fashion-MNIST 5,000 pool / 10,000 test, EfficientNet-Lite0 48 px (feature level 3)",
+        "data": {"name": "fashion_mnist", "params": {"root": str(SHARED / "fashion-mnist"), "max_pool": 5000}},
+        "encoder": {"feature_level": 3},
+        "n_pool": 5000,
+    },
+    "cifar": {
+        "title": "CIFAR-10 subset 5,085 pool / 1,017 test, EfficientNet-Lite0 48 px (last features)",
+        "data": {"name": "npz", "params": {"path": str(CIFAR_NPZ)}},
+        "encoder": {"feature_level": None},
+        "n_pool": 5085,
+    },
+}
 
 
 def audit_cfg(args: argparse.Namespace) -> dict[str, Any]:
-    return {**AUDIT, "reserve": args.reserve, "initial": args.audit_initial, "fraction": args.audit_fraction}
+    return {
+        **AUDIT,
+        "reserve": args.reserve,
+        "initial": args.audit_initial,
+        "fraction": args.audit_fraction,
+        "sampling": args.sampling,
+        "half_width": args.half_width,
+    }
 
 
-def run_name(seed: int, audit: dict[str, Any]) -> str:
-    """The run's folder: the default audit keeps its old name."""
+def run_name(setting: str, seed: int, audit: dict[str, Any]) -> str:
+    """The run's folder: the default audit keeps the short name."""
     if audit == AUDIT:
-        return f"fmnist-seed{seed}"
-    return f"fmnist-r{audit['reserve']}-i{audit['initial']}-f{audit['fraction']}-seed{seed}"
+        return f"{setting}-seed{seed}"
+    a = audit
+    return f"{setting}-r{a['reserve']}-i{a['initial']}-f{a['fraction']}-w{a['half_width']}-{a['sampling']}-seed{seed}"
 
 
-def params(seed: int, audit: dict[str, Any] = AUDIT) -> Any:
+def params(setting: str, seed: int, audit: dict[str, Any] = AUDIT) -> Any:
     import yaml
 
     from alcore.config import parse_params
 
+    s = SETTINGS[setting]
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    w = next((SHARED / "weights" / "cifar10-resnet").glob("resnet20-*.th"))
-    base["experiment"] = {"name": run_name(seed, audit), "seed": seed, "device": "cpu", "progress": False}
-    base["data"] = {
-        "name": "fashion_mnist",
-        "params": {"root": str(SHARED / "fashion-mnist"), "max_pool": 3000, "max_test": 1000},
-    }
-    base["encoder"] = {
-        **base["encoder"],
-        "arch": "cifar_resnet20",
-        "weights": str(w),
-        "pretrained": False,
-        "input_size": None,
-        "feature_level": None,
-    }
+    base["experiment"] = {"name": run_name(setting, seed, audit), "seed": seed, "device": "cpu", "progress": False}
+    base["data"] = s["data"]
+    base["encoder"] = {**base["encoder"], **s["encoder"]}
     base["al"].update({"pipeline": "svpp", "strategy": "margin", "initial": INITIAL, "batch": BATCH, "rounds": ROUNDS})
     base["al"]["audit"] = audit
     return parse_params(base)
@@ -122,12 +142,12 @@ def stages(p: Any, work: Path) -> dict[str, Any]:
     return {"pool": work / "pool.parquet", "test": work / "test.parquet", "encoder": work / "encoder.safetensors"}
 
 
-def run_seed(seed: int, fresh: bool, audit: dict[str, Any]) -> Path:
+def run_seed(setting: str, seed: int, fresh: bool, audit: dict[str, Any]) -> Path:
     from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
 
-    p = params(seed, audit)
-    files = stages(p, OUT / "fmnist-stages")
-    run_dir = OUT / run_name(seed, audit)
+    p = params(setting, seed, audit)
+    files = stages(p, OUT / f"{setting}-stages")
+    run_dir = OUT / run_name(setting, seed, audit)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     state = run_dir / "state.json"
@@ -140,7 +160,7 @@ def run_seed(seed: int, fresh: bool, audit: dict[str, Any]) -> Path:
     def progress(r: int) -> None:
         rec = learner.state.records[r]
         print(
-            f"[seed {seed}] round {r:>2}: {learner.state.labels.n_labeled:>5} labels, "
+            f"[{setting} seed {seed}] round {r:>2}: {learner.state.labels.n_labeled:>5} labels, "
             f"test {100 * rec['proxy_accuracy']:.1f}%, estimate {100 * rec['estimated_accuracy']:.1f}% "
             f"({100 * rec['estimated_accuracy_lower']:.1f}-{100 * rec['estimated_accuracy_upper']:.1f}), "
             f"{time.perf_counter() - t:.0f} s",
@@ -165,13 +185,13 @@ RULES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
+def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     from alcore.forecast import fit_learning_curve
     from alcore.run_state import ExperimentState
     from alcore.stopping import best_stop_round, make_stop_rule
 
-    p = params(seed, audit)
-    st = ExperimentState.load(OUT / run_name(seed, audit) / "state.json")
+    p = params(setting, seed, audit)
+    st = ExperimentState.load(OUT / run_name(setting, seed, audit) / "state.json")
     rounds = sorted(st.records)
     rows = {r["round"]: r for r in st.ledger.rows()}
     acc = np.array([st.records[r]["proxy_accuracy"] for r in rounds])
@@ -188,7 +208,7 @@ def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     y_res = np.array([truth[int(i)] for i in st.audit.reserve_ids])
     preds = st.monitor["predictions"]
     acc_res = np.array([(np.asarray(preds[str(r)]["pred"]) == y_res).mean() for r in rounds])
-    n_test = 1000
+    n_test = len(load_data(p.data).test)
     half = (hi - lo) / 2
     test_se = np.sqrt(acc * (1 - acc) / n_test)
     widened = np.sqrt(half**2 + (1.96 * test_se) ** 2)
@@ -220,6 +240,10 @@ def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
             "forecast": None if f is None else f.labels,
             "status": None if f is None else f.status,
         }
+        # what the rest of the budget buys: the forecast gain (with its interval) against the true one
+        if not isinstance(curve, str):
+            g, glo, ghi = curve.gain(float(labels[t]), float(n_final))
+            fc[frac]["gain"] = {"point": g, "lower": glo, "upper": ghi, "true": float(acc[-1] - acc[t])}
         # the same fit on the true curve: the forecast's error when the estimates were exact
         tc = fit_learning_curve(labels[: t + 1], acc[: t + 1], se=np.full(t + 1, 0.005), n_boot=50, random_state=0)
         fc[frac]["true_curve"] = tc.labels_to(target).labels
@@ -227,6 +251,10 @@ def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     # the stop rules on the loop's history
     best = best_stop_round(acc)
     label_usd_round = BATCH * p.oracle.price_per_label
+    # the cost-aware rule's own oracle: the round where (points x value of a point - dollars spent) peaks
+    value_per_point = 10 * label_usd_round
+    net = 100 * acc * value_per_point - usd
+    value_best = int(np.argmax(net))
     rules = {}
     for name, rule, kw in RULES:
         kw = dict(kw)
@@ -235,7 +263,7 @@ def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
         if rule == "target_accuracy":
             kw.update(target=float(acc[-1] - 0.02), use="lower")
         if rule == "cost_aware":
-            kw["value_per_point"] = 10 * label_usd_round
+            kw["value_per_point"] = value_per_point
         rules[name] = make_stop_rule(rule, **kw)
     stops: dict[str, dict[str, Any]] = {}
     for t, r in enumerate(rounds):  # one context per round (its curve fitted once), every rule asked
@@ -247,10 +275,132 @@ def analyse(seed: int, audit: dict[str, Any]) -> dict[str, Any]:
             if d.stop or t == len(rounds) - 1:
                 reason = d.reason if d.stop else "never stopped: " + d.reason
                 stops[name] = {"round": t, "spent": int(spent[t]), "acc": float(acc[t]), "from_best": t - best}
+                stops[name].update(from_value_best=t - value_best, value_lost=float(net[value_best] - net[t]))
                 stops[name]["reason"] = reason
     out["best"] = {"round": best, "spent": int(spent[best]), "acc": float(acc[best])}
+    out["value_best"] = {"round": value_best, "value_per_point": value_per_point}
     out["stops"] = stops
     return out
+
+
+#: Audit designs the study compares on the same runs: (name, sampling, estimator, initial, fraction,
+#: half_width). A fixed audit (fraction 0) is drawn in round 1, before any model exists: uniform
+#: whatever the sampling; ``half_width`` sizes the audit from the last estimate (alcore.monitor.draws_for_width).
+DESIGNS: list[tuple[str, str, str, int, float, float | None]] = [
+    *((f"uniform wilson {m}", "uniform", "wilson", m, 0.0, None) for m in (100, 200, 300, 500)),
+    *((f"uniform ppi {m}", "uniform", "ppi", m, 0.0, None) for m in (100, 200, 300, 500)),
+    ("uniform ppi 100 + 0.1/label", "uniform", "ppi", 100, 0.1, None),
+    ("active ppi 100 + 0.1/label", "active", "ppi", 100, 0.1, None),
+    ("uniform ppi 100 + 0.2/label", "uniform", "ppi", 100, 0.2, None),
+    ("active ppi 100 + 0.2/label", "active", "ppi", 100, 0.2, None),
+    ("uniform ppi, half_width 0.05", "uniform", "ppi", 0, 0.0, 0.05),
+    ("active ppi, half_width 0.05", "active", "ppi", 0, 0.0, 0.05),
+    ("uniform ppi, half_width 0.04", "uniform", "ppi", 0, 0.0, 0.04),
+]
+
+
+def design_study(setting: str, seed: int, audit: dict[str, Any], replicates: int) -> dict[str, Any]:
+    """Every audit design of :data:`DESIGNS`, ``replicates`` times, on this seed's run.
+
+    Selection never depends on the audit (the reserve is the same for every design of a seed: it is
+    chosen with the seed before any draw), so each design's audits can be re-drawn on the run's
+    stored per-round predictions on the reserve, through :class:`alcore.estimate.Audit` (the loop's
+    own draws, labels and estimates), with the reserve's true labels as the oracle. Returns per
+    design the arrays (replicates, rounds) of estimates and interval ends, the distinct audit labels
+    bought, and the truths (test and reserve accuracy) per round.
+    """
+    from types import SimpleNamespace
+
+    from alcore.config import ALCfg, AuditCfg
+    from alcore.estimate import Audit
+    from alcore.monitor import draws_for_width
+    from alcore.run_state import ExperimentState
+    from alcore.seeding import derive_seed
+    from alcore.steps import load_data
+
+    p = params(setting, seed, audit)
+    st = ExperimentState.load(OUT / run_name(setting, seed, audit) / "state.json")
+    rounds = sorted(st.records)
+    rows = {r["round"]: r for r in st.ledger.rows()}
+    labels = [int(rows[r]["labels_total"]) for r in rounds]
+    pool = load_data(p.data).pool
+    truth = dict(zip(np.asarray(pool.ids).tolist(), np.asarray(pool.labels).tolist(), strict=True))
+    reserve = st.audit.reserve_ids
+    y_res = np.array([truth[int(i)] for i in reserve])
+    preds = st.monitor["predictions"]
+    pred = {r: np.asarray(preds[str(r)]["pred"], dtype=np.int64) for r in rounds}
+    conf = {r: np.asarray(preds[str(r)]["conf"], dtype=np.float64) for r in rounds}
+    out: dict[str, Any] = {
+        "acc": [st.records[r]["proxy_accuracy"] for r in rounds],
+        "acc_reserve": [float((pred[r] == y_res).mean()) for r in rounds],
+        "designs": {},
+    }
+    for name, sampling, estimator, initial, fraction, half_width in DESIGNS:
+        cfg = AuditCfg(reserve=audit["reserve"], initial=initial, fraction=fraction, half_width=half_width)
+        al = ALCfg(audit=cfg)
+        E, L, H, bought = [], [], [], []
+        for k in range(replicates):
+            a = Audit(reserve_ids=reserve, sampling=sampling, estimator=estimator)
+            seen = SimpleNamespace(audit=a, records={})  # what draws_for_width reads of the state
+            e, lo, hi = [], [], []
+            for t, r in enumerate(rounds):
+                m = max(cfg.draws_at(labels[t]), draws_for_width(seen, al, r)) - a.n_draws
+                if m > 0:
+                    prev = conf.get(rounds[t - 1]) if t else None
+                    a.draw(None, m, random_state=derive_seed(seed, "study", k, t), round=r, confidence=prev)
+                    todo = a.pending_ids
+                    a.record(todo, np.array([truth[int(i)] for i in todo]))
+                est = a.estimate(predicted=pred[r], confidence=conf[r])
+                seen.records[r] = {
+                    "estimated_accuracy": est.estimate,
+                    "estimated_accuracy_se": est.se,
+                    "audit_draws": est.n_audit,
+                }
+                e.append(est.estimate)
+                lo.append(est.lower)
+                hi.append(est.upper)
+            E.append(e)
+            L.append(lo)
+            H.append(hi)
+            bought.append(a.n_labeled)
+        out["designs"][name] = {"est": E, "lower": L, "upper": H, "bought": bought}
+    return out
+
+
+def report_study(setting: str, studies: list[dict[str, Any]], n_test: int, replicates: int) -> None:
+    """The designs side by side: error against the test accuracy, coverage, width, labels bought."""
+    print(
+        f"\n#### 0. Audit designs on the same runs ({len(studies)} seeds x {replicates} re-drawn audits x {ROUNDS} rounds)"
+    )
+    print(
+        "| design | audit labels bought | mean abs err (pts) | within 2 pts | 95% coverage (+test noise) "
+        "| mean half-width (pts) | err vs the reserve's acc | coverage of the reserve's acc | err, rounds 1-5 "
+        "| err, rounds 11-20 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, *_ in DESIGNS:
+        err, cov, half, cres, eres, bought, early, late = [], [], [], [], [], [], [], []
+        for s in studies:
+            d = s["designs"][name]
+            acc, ares = np.array(s["acc"]), np.array(s["acc_reserve"])
+            est, lo, hi = np.array(d["est"]), np.array(d["lower"]), np.array(d["upper"])
+            h = (hi - lo) / 2
+            e = np.abs(est - acc)
+            widened = np.sqrt(h**2 + 1.96**2 * acc * (1 - acc) / n_test)
+            err.append(e.ravel())
+            early.append(e[:, :5].ravel())
+            late.append(e[:, 10:].ravel())
+            cov.append((e <= widened).ravel())
+            half.append(h.ravel())
+            cres.append(((lo <= ares) & (ares <= hi)).ravel())
+            eres.append(np.abs(est - ares).ravel())
+            bought.extend(d["bought"])
+        err, cov, half, cres, eres = (np.concatenate(x) for x in (err, cov, half, cres, eres))
+        print(
+            f"| {name} | {np.mean(bought):,.0f} | {100 * err.mean():.2f} | {100 * (err <= 0.02).mean():.0f}% | "
+            f"{100 * cov.mean():.1f}% | {100 * half.mean():.2f} | {100 * eres.mean():.2f} | {100 * cres.mean():.1f}% | "
+            f"{100 * np.concatenate(early).mean():.2f} | {100 * np.concatenate(late).mean():.2f} |"
+        )
 
 
 def _ctx(st: Any, p: Any, r: int) -> Any:
@@ -276,14 +426,13 @@ def _shown(x: Any, truth: float) -> tuple[str, str]:
     return f"{x:,.0f}", f"{100 * abs(x - truth) / truth:.0f}%"
 
 
-def report(results: list[dict[str, Any]], audit: dict[str, Any]) -> None:
+def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -> None:
     seeds = [r["seed"] for r in results]
-    print(
-        f"\n### fmnist: Fashion-MNIST 3,000 pool / 1,000 test, CIFAR-10 ResNet-20 features, svpp + margin, seeds {seeds}"
-    )
+    print(f"\n### {setting}: {SETTINGS[setting]['title']}, svpp + margin, seeds {seeds}")
     print(
         f"labels {INITIAL}..{INITIAL + BATCH * (ROUNDS - 1)} in {ROUNDS} rounds; audit reserve "
-        f"{round(3000 * audit['reserve'])}, {audit['initial']} draws in round 1, then {audit['fraction']} per label; "
+        f"{round(SETTINGS[setting]['n_pool'] * audit['reserve'])}, {audit['sampling']} {audit['estimator']}, "
+        f"{audit['initial']} draws in round 1, then {audit['fraction']} per label, half_width {audit['half_width']}; "
         f"audit labels bought: {', '.join(str(r['audit_labels']) for r in results)}"
     )
     print("final proxy test accuracy per seed: " + ", ".join(f"{100 * r['acc'][-1]:.1f}%" for r in results))
@@ -321,6 +470,21 @@ def report(results: list[dict[str, Any]], audit: dict[str, Any]) -> None:
             print(
                 f"| {100 * float(frac):.0f}% ({a['made_at']} labels) | {r['seed']} | {100 * f['target']:.1f}% | {tl:,.0f} | {fa} | {ea} | {ft} | {et} |"
             )
+    print("\n#### 2b. Forecast of what the rest of the budget buys (points of accuracy)")
+    print("| made at | seed | forecast gain (90% interval) | true gain (test) | error (pts) | covered |")
+    print("|---|---:|---:|---:|---:|:---:|")
+    for frac in ("0.25", "0.5"):
+        for r in results:
+            a = r["forecast"]["at"][frac] if frac in r["forecast"]["at"] else r["forecast"]["at"][float(frac)]
+            g = a.get("gain")
+            if g is None:
+                print(f"| {100 * float(frac):.0f}% ({a['made_at']} labels) | {r['seed']} | no curve yet | | | |")
+                continue
+            print(
+                f"| {100 * float(frac):.0f}% ({a['made_at']} labels) | {r['seed']} | {100 * g['point']:+.1f} "
+                f"({100 * g['lower']:+.1f} to {100 * g['upper']:+.1f}) | {100 * g['true']:+.1f} | "
+                f"{100 * abs(g['point'] - g['true']):.1f} | {'yes' if g['lower'] <= g['true'] <= g['upper'] else 'no'} |"
+            )
     print("\n#### 3. Stop rules against the oracle's best stopping point")
     print(
         "oracle best (no later round gains > 1 pt): "
@@ -330,15 +494,23 @@ def report(results: list[dict[str, Any]], audit: dict[str, Any]) -> None:
         )
     )
     print(
-        "| rule | labels spent (train + audit) | acc at stop | rounds from best (mean abs) | within 1 round | stops before best |"
+        "value-best (the round where points x $"
+        + f"{results[0]['value_best']['value_per_point']:.0f} - dollars spent peaks): "
+        + ", ".join(f"seed {r['seed']}: round {r['value_best']['round'] + 1}" for r in results)
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| rule | labels spent (train + audit) | acc at stop | rounds from best (mean abs) | within 1 round "
+        "| stops before best | rounds from value-best (mean abs) | within 1 round of it | value lost ($) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, _, _ in RULES:
         s = [r["stops"][name] for r in results]
         d = np.array([x["from_best"] for x in s])
+        dv = np.array([x["from_value_best"] for x in s])
         print(
             f"| {name} | {np.mean([x['spent'] for x in s]):,.0f} | {100 * np.mean([x['acc'] for x in s]):.1f}% | "
-            f"{np.abs(d).mean():.1f} | {100 * (np.abs(d) <= 1).mean():.0f}% | {100 * (d < 0).mean():.0f}% |"
+            f"{np.abs(d).mean():.1f} | {100 * (np.abs(d) <= 1).mean():.0f}% | {100 * (d < 0).mean():.0f}% | "
+            f"{np.abs(dv).mean():.1f} | {100 * (np.abs(dv) <= 1).mean():.0f}% | {np.mean([x['value_lost'] for x in s]):.1f} |"
         )
     print("\nreasons at the stop (seed " + str(results[0]["seed"]) + "):")
     for name, _, _ in RULES:
@@ -353,15 +525,27 @@ def main() -> None:
     ap.add_argument("--reserve", type=float, default=AUDIT["reserve"], help="al.audit.reserve")
     ap.add_argument("--audit-initial", type=int, default=AUDIT["initial"], help="al.audit.initial")
     ap.add_argument("--audit-fraction", type=float, default=AUDIT["fraction"], help="al.audit.fraction")
+    ap.add_argument("--half-width", type=float, default=AUDIT["half_width"], help="al.audit.half_width")
+    ap.add_argument("--sampling", choices=("uniform", "active"), default=AUDIT["sampling"], help="al.audit.sampling")
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="fmnist")
+    ap.add_argument("--replicates", type=int, default=100, help="re-drawn audits per design and seed (0: no study)")
+    ap.add_argument("--only-run", action="store_true", help="run the loops, no analysis")
     args = ap.parse_args()
     if not SHARED.is_dir():
-        sys.exit(
-            f"{SHARED} is missing: this benchmark needs ../shared/data (Fashion-MNIST, CIFAR-10 ResNet-20 weights)"
-        )
+        sys.exit(f"{SHARED} is missing: this benchmark needs ../shared/data (Fashion-MNIST, the CIFAR-10 subset)")
+    audit = audit_cfg(args)
     if not args.report:
         for s in args.seeds:
-            run_seed(s, args.fresh, audit_cfg(args))
-    report([analyse(s, audit_cfg(args)) for s in args.seeds], audit_cfg(args))
+            run_seed(args.setting, s, args.fresh, audit)
+    if args.only_run:
+        return
+    if args.replicates:
+        from alcore.steps import load_data
+
+        n_test = len(load_data(params(args.setting, 0, audit).data).test)
+        studies = [design_study(args.setting, s, audit, args.replicates) for s in args.seeds]
+        report_study(args.setting, studies, n_test, args.replicates)
+    report(args.setting, [analyse(args.setting, s, audit) for s in args.seeds], audit)
 
 
 if __name__ == "__main__":
