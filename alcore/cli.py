@@ -204,7 +204,7 @@ def show(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     rows = round_rows(state)
     typer.echo(format_table(rows))
     typer.echo()
-    judged = format_monitor(rows)
+    judged = format_monitor(rows, state.final)
     if judged:
         typer.echo(judged)
         typer.echo()

@@ -198,6 +198,25 @@ def _estimates(state: Any, rounds: list[int]) -> tuple[list[int], list[Any], np.
     return used, ests, cov
 
 
+def estimate_final(state: Any, predicted: Sequence[int], confidence: Sequence[float]) -> dict[str, Any]:
+    """The final network's accuracy estimated on every audit label bought, from its predictions and
+    top-class confidence on the reserve (in reserve order): ``estimated_accuracy`` (``_lower``,
+    ``_upper``, ``_se``) and ``audit_draws``; empty without an audit or before its first label."""
+    audit = state.audit
+    if audit is None or audit.n_labeled == 0:
+        return {}
+    e = audit.estimate(
+        predicted=np.asarray(predicted, dtype=np.int64), confidence=np.asarray(confidence, dtype=np.float64)
+    )
+    return {
+        "estimated_accuracy": e.estimate,
+        "estimated_accuracy_lower": e.lower,
+        "estimated_accuracy_upper": e.upper,
+        "estimated_accuracy_se": e.se,
+        "audit_draws": int(e.n_audit),
+    }
+
+
 def context(
     state: Any, al: ALCfg, round: int, *, schedule: Sequence[int], n_pool: int, price_per_label: float, seed: int
 ) -> tuple[StopContext | None, dict[str, Any]]:

@@ -51,6 +51,9 @@ def summary(state: Any) -> dict[str, Any]:
     if state.final:
         out["test_accuracy"] = float(state.final["accuracy"])
         out["final_mode"] = state.final.get("mode")
+        if "estimated_accuracy" in state.final:  # the final network on the audit (no test set needed)
+            for k in ("estimated_accuracy", "estimated_accuracy_lower", "estimated_accuracy_upper"):
+                out[f"network_{k}"] = float(state.final[k])
     return out
 
 
@@ -85,6 +88,12 @@ def format_monitor(rows: list[dict[str, Any]], final: dict[str, Any] | None = No
         lines.append(
             f"{r['round']:>5}  {r['labels_total']:>6}  {r.get('audit_labels_total', 0):>5}  {_pct(est):>8}  {iv:>15}  "
             f"{_pct(r.get('proxy_accuracy')):>12}  {fcs}"
+        )
+    if final and "estimated_accuracy" in final:
+        lines.append(
+            f"final network ({final.get('mode')}, {final['labels']} labels): estimated {_pct(final['estimated_accuracy'])} "
+            f"({_pct(final['estimated_accuracy_lower'])} - {_pct(final['estimated_accuracy_upper'])}) on "
+            f"{final['audit_draws']} audit draws; test {_pct(final.get('accuracy'))}"
         )
     lines.append("")
     for r in judged:

@@ -665,8 +665,9 @@ class ActiveLearner:
             net = self.network()
             with atomic_path(self.final_model_path) as tmp:
                 shutil.copyfile(net["model"]["path"], tmp)
-            ev = self.steps.evaluate(net["model"], self.params.data, self.inputs.fingerprint)
-            st.ledger.record(max(st.round, 1), "final_training", net["seconds"])
+            audited = {} if monitor.excluded(st) is None else {"pool_ids": monitor.excluded(st)}
+            ev = self.steps.evaluate(net["model"], self.params.data, self.inputs.fingerprint, **audited)
+            st.ledger.record(max(st.round, 1), "final_training", net["seconds"] + ev.get("pool_seconds", 0.0))
             st.final = {
                 "accuracy": ev["accuracy"],
                 "mode": net["mode"],
@@ -675,6 +676,8 @@ class ActiveLearner:
                 "evidence": net["evidence"],
                 "labels_digest": st.labels.digest(),
             }
+            if audited:  # the network people will use, judged on the audit: its accuracy without a test set
+                st.final.update(monitor.estimate_final(st, ev["pool_predicted"], ev["pool_confidence"]))
             self.save()
         return summary(st)
 

@@ -48,6 +48,7 @@ from alcore.training import (
     HeadScorer,
     load_any_encoder,
     load_classifier,
+    predict_proba,
     read_training_record,
     resolve_mode,
     save_classifier,
@@ -705,10 +706,29 @@ def decide_realign(
 
 
 def evaluate(
-    model: Ref, data: DataCfg, data_fingerprint: str, *, device: str, progress: bool = False
+    model: Ref,
+    data: DataCfg,
+    data_fingerprint: str,
+    *,
+    device: str,
+    progress: bool = False,
+    pool_ids: Any = None,
 ) -> dict[str, Any]:
-    """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``."""
+    """Test accuracy of a saved classifier: ``{"accuracy", "n", "seconds"}``. With ``pool_ids``
+    (the audit's reserve), also the classifier's predictions on those pool rows, in their order:
+    ``pool_predicted``, ``pool_confidence`` (top-class probability, 6 digits) and ``pool_seconds``
+    (what a project without a test set pays to have its network judged on the audit)."""
     net = load_classifier(model["path"])
+    ds = load_data(data)
     with stopwatch() as t:
-        res = evaluate_network(net, load_data(data).test, device=device, progress=progress)
-    return {**res, "seconds": t["seconds"]}
+        res = evaluate_network(net, ds.test, device=device, progress=progress)
+    out = {**res, "seconds": t["seconds"]}
+    if pool_ids is not None:
+        ids = np.asarray(pool_ids, dtype=np.int64)
+        with stopwatch() as t:
+            split = ds.pool.subset(IdIndex(ds.pool.ids).positions(ids))
+            probs = predict_proba(net, split, device=device, progress=progress)
+        out["pool_predicted"] = probs.argmax(1).astype(int).tolist()
+        out["pool_confidence"] = np.round(probs.max(1).astype(np.float64), 6).tolist()
+        out["pool_seconds"] = t["seconds"]
+    return out

@@ -53,6 +53,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "scorer": (None, A),
     "pretext": (None, A),
     "exclude": (None, np.array([7])),
+    "pool_ids": (None, np.array([7])),
     "n_classes": (10, 11),
     "split": ("pool", "test"),
     "batch_size": (256, 128),

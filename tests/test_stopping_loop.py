@@ -58,13 +58,27 @@ def test_the_engine_stops_at_the_target_and_keeps_the_audit_apart(project):
     assert [r["audit_labels"] for r in rows[1:]] == [
         int(np.isin(st.audit.drawn_in(r), st.audit.labeled_ids()).sum()) for r in range(1, st.round + 1)
     ]
+    # the final network is judged on the audit too: its predictions on the reserve, every audit label
+    from alcore.steps import load_data
+    from alcore.training import load_classifier, predict_proba
+
+    pool = load_data(p.data).pool
+    probs = predict_proba(load_classifier(st.final["model"]), pool.subset(np.searchsorted(pool.ids, reserve)))
+    want = st.audit.estimate(probs)
+    assert st.final["estimated_accuracy"] == pytest.approx(want.estimate, abs=1e-5)
+    assert (
+        st.final["estimated_accuracy_lower"] <= st.final["estimated_accuracy"] <= st.final["estimated_accuracy_upper"]
+    )
+    assert st.final["audit_draws"] == want.n_audit > 0
+    assert out["network_estimated_accuracy"] == st.final["estimated_accuracy"]
     # the report plot draws the band and the stop round
     from alcore.report import format_monitor, plot_accuracy, round_rows
 
     plot_accuracy(round_rows(st), st.final, project / "acc.png")
     assert (project / "acc.png").read_bytes()[:4] == b"\x89PNG"
-    text = format_monitor(round_rows(st))
+    text = format_monitor(round_rows(st), st.final)
     assert f"round {st.round:>3}: STOP (target_accuracy)" in text and "95% interval" in text
+    assert f"final network ({st.final['mode']}, {st.final['labels']} labels): estimated" in text
 
 
 def test_stabilizing_predictions_stops_without_an_audit(project):
@@ -82,26 +96,40 @@ def test_stabilizing_predictions_stops_without_an_audit(project):
     assert len(st.monitor["stop_set"]) == 299 and "estimated_accuracy" not in st.records[3]
 
 
-def test_a_crash_mid_run_resumes_to_the_same_decisions(project, monkeypatch, tmp_path):
-    import alcore.steps
+#: A child that runs the tiny audited loop and is SIGKILLed when round 3's labels (batch and audit)
+#: are bought from the oracle and before the state that records them is written.
+_KILLED_CHILD = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from tests._kill_child import install
+install("bought", 3)
+from alcore.config import parse_params
+from alcore.layout import Layout
+from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
+p = parse_params(json.loads(sys.argv[2]))
+L = Layout(Path(sys.argv[3]))
+ActiveLearner.open(p, RunInputs.from_layout(p, L), PlainSteps(), run_dir=sys.argv[4]).run(final=False)
+"""
 
-    p = parse_params(audited("resume", rounds=4, stop="stabilizing_predictions", stop_params={"threshold": 0.999}))
+
+def test_a_process_killed_mid_round_resumes_to_the_same_decisions(project, tmp_path):
+    """SIGKILL with round 3's labels and audit answers in hand, not yet recorded: the restarted run
+    buys them again and ends with the uninterrupted run's labels, audit, estimates and decisions."""
+    import subprocess
+    import sys
+
+    d = audited("resume", rounds=4, stop="stabilizing_predictions", stop_params={"threshold": 0.999})
+    p = parse_params(d)
     whole = learner(p, project, tmp_path / "whole")
     whole.run(final=False)
 
-    real, calls = alcore.steps.label, []
-
-    def crash_in_round_3(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("simulated crash")
-        return real(*a, **k)
-
-    monkeypatch.setattr(alcore.steps, "label", crash_in_round_3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        learner(p, project, tmp_path / "split").run(final=False)
-    assert ExperimentState.load(tmp_path / "split" / "state.json").round == 2  # it did crash mid-run
-    monkeypatch.setattr(alcore.steps, "label", real)
+    repo = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "-c", _KILLED_CHILD, str(repo), json.dumps(d), str(project), str(tmp_path / "split")]
+    r = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stderr[-2000:]  # it was killed, not finished or failed
+    mid = ExperimentState.load(tmp_path / "split" / "state.json")
+    assert mid.round == 2 and 3 not in mid.records  # killed inside round 3, after round 2's save
     split = learner(p, project, tmp_path / "split")
     split.run(final=False)
 
