@@ -38,7 +38,17 @@ class RunStopped(KeyboardInterrupt):
 
     @property
     def exit_code(self) -> int:
-        return 128 + self.signum
+        return exit_code(self.signum)
+
+
+def exit_code(signum: int) -> int:
+    """The shell's exit status of a process stopped by ``signum``."""
+    return 128 + signum
+
+
+def saved(why: str) -> str:
+    """``why`` the run stopped, that nothing is lost, and how to resume."""
+    return f"{why}; every step so far is saved. {resume_hint()}"
 
 
 def resume_hint() -> str:
@@ -47,8 +57,8 @@ def resume_hint() -> str:
 
 
 def _exit_now(signum: int, why: str) -> None:
-    os.write(2, f"\n{why}; every step so far is saved. {resume_hint()}\n".encode())
-    os._exit(128 + signum)
+    os.write(2, f"\n{saved(why)}\n".encode())
+    os._exit(exit_code(signum))
 
 
 def _watchdog(signum: int, grace: float) -> None:
@@ -86,7 +96,7 @@ def rearm() -> None:
 
 
 def stopped_message(e: RunStopped) -> str:
-    return f"stopped by {signal.Signals(e.signum).name}; every step so far is saved. {resume_hint()}"
+    return saved(f"stopped by {signal.Signals(e.signum).name}")
 
 
 def resume_command(prog: str, args: list[str]) -> str:
