@@ -100,7 +100,7 @@ def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
     enc_path = work / "encoder.safetensors"
     if not enc_path.is_file():
         with stopwatch() as t:
-            enc = pretrained_encoder(ec, data, seed=args.seed_ssl, device="auto", progress=False)
+            enc = pretrained_encoder(ec, data, seed=args.seed_ssl, device="auto", progress=True)
         save_encoder(enc, enc_path)
         times["pretrained" if args.pretrained else "simclr"] = t["seconds"]
     enc = load_encoder(enc_path)
@@ -108,13 +108,13 @@ def prepare(setting: str, args: argparse.Namespace) -> dict[str, Any]:
         f = work / f"{split}.parquet"
         if not f.is_file():
             with stopwatch() as t:
-                fs = compute_features(enc, data, split, batch_size=256, device="auto", progress=False)
+                fs = compute_features(enc, data, split, batch_size=256, device="auto", progress=True)
             write_features(f, fs.ids, fs.X, fs.spec)
             times[f"extract_{split}"] = t["seconds"]
     pre = work / "pretext.parquet"
     if not pre.is_file():
         times["pretext"] = pretext_losses(
-            ref(enc_path), dc, data.fingerprint(), pc, seed=args.seed_ssl, device="auto", progress=False, out=str(pre)
+            ref(enc_path), dc, data.fingerprint(), pc, seed=args.seed_ssl, device="auto", progress=True, out=str(pre)
         )["seconds"]
     (work / "times.json").write_text(json.dumps(times, indent=2))
     pool, test = read_features(work / "pool.parquet"), read_features(work / "test.parquet")
