@@ -9,13 +9,16 @@ they decide is kept in the experiment state (:class:`alcore.run_state.Experiment
    set of ``stabilizing_predictions`` (without an audit, a seeded sample of the pool is).
 2. :func:`draw` (with each round's query): the audit draws the round adds, chosen with the previous
    round's model's confidence on the reserve (uniform in round 1), up to ``al.audit.draws_at``
-   the labels the round ends with, or more if ``al.audit.half_width`` asks (:func:`draws_for_width`); they are bought with the round's batch, from the same oracle,
-   and paid as audit labels (:meth:`alcore.ledger.CostLedger.buy_audit`).
+   the labels the round ends with, or more if ``al.audit.half_width`` asks
+   (:func:`draws_for_width`); they are bought with the round's batch, from the same oracle, and
+   paid as audit labels (:meth:`alcore.ledger.CostLedger.buy_audit`).
 3. :func:`observe` then :func:`judge` (when the round is measured): the round's model (the proxy on
    the current features) predicts on the reserve; every round's estimate with its 95% interval
    and their covariance (:func:`alcore.estimate.estimate_rounds`), the forecast to
    ``al.audit.target`` once the learning curve has enough points, and the stop rule's decision,
    which says why whether it stops or not.
+4. :func:`estimate_final` (after the final network is trained): that network, judged on every
+   audit label bought: the accuracy figure of a project without a test set.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "context",
     "draw",
     "draws_for_width",
+    "estimate_final",
     "excluded",
     "judge",
     "observe",
@@ -94,8 +98,9 @@ def stop_set(state: Any) -> np.ndarray | None:
 def draw(state: Any, al: ALCfg, round: int, n_after: int, *, seed: int) -> np.ndarray:
     """The audit ids round ``round`` buys with its batch (sorted; none without an audit).
 
-    Draws ``al.audit.draws_at(n_after)`` (or :func:`draws_for_width`, the larger) ``- draws so far`` once per round (a second call, after a
-    resume, draws nothing more), with the previous round's model's confidence on the reserve.
+    Draws ``al.audit.draws_at(n_after)`` (or :func:`draws_for_width`, the larger) ``- draws so far``
+    once per round (a second call, after a resume, draws nothing more), with the previous round's
+    model's confidence on the reserve.
     Returns the ids this round drew that are not labeled yet and were not drawn by an earlier round
     (those are bought, or out with annotators, with their own round's batch).
     """
