@@ -233,6 +233,12 @@ def child_scale(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _discard(blocks) -> None:
+    """Compute every block and keep none (a list of them would hold U x b floats: 40 GB at 1M x 10,000)."""
+    for _ in blocks:
+        pass
+
+
 def lower_bound(kind: str, X, proxy, ctx, strat, b: int) -> float:
     """Seconds of the bare work a strategy cannot avoid, timed on contiguous arrays (numpy's BLAS
     for distances, torch for the proxy's layers) after the measured run."""
@@ -301,11 +307,11 @@ def lower_bound(kind: str, X, proxy, ctx, strat, b: int) -> float:
         C = X[: b + L] / np.linalg.norm(X[: b + L], axis=1, keepdims=True)
         f = X[L : L + B]
         step = timed(lambda: (f @ C.T, C @ C.T))
-        return strat.iterations * step + timed(lambda: [X[s : s + 1677] @ C[:b].T for s in range(0, U, 1677)])
+        return strat.iterations * step + timed(lambda: _discard(X[s : s + 1677] @ C[:b].T for s in range(0, U, 1677)))
     if kind == "probcover":
         M = min(ctx.n_pool, max(b, strat.max_points))
         A = X[:M]
-        return 2 * timed(lambda: [A[s : s + 2048] @ A.T for s in range(0, M, 2048)])
+        return 2 * timed(lambda: _discard(A[s : s + 2048] @ A.T for s in range(0, M, 2048)))
     raise ValueError(kind)
 
 
