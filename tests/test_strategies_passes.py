@@ -78,6 +78,32 @@ def test_kmeans_large_finds_the_blobs_in_about_one_pass(monkeypatch: pytest.Monk
     np.testing.assert_array_equal(again[1], labels)
 
 
+def test_kmeans_large_path_picks_each_clusters_nearest_member_from_one_pass(large_path, monkeypatch) -> None:
+    """At scale the kmeans strategy reads all rows once after the fit: each row's nearest fitted
+    centre and distance, and from them each cluster's nearest member (brute force agrees)."""
+    X, y = blobs(n_blobs=8, per=300, dim=12, seed=3)
+    labels = np.full(len(X), -1)
+    labels[[0, 300, 600]] = y[[0, 300, 600]]  # a few labeled rows: the unlabeled ones are read in place
+    visits, real = [], kmeans_mod.assign
+
+    def counting(Xa, C, *, rows=None, device=None):
+        visits.append(Xa.shape[0] if rows is None else rows.size)
+        return real(Xa, C, rows=rows, device=device)
+
+    monkeypatch.setattr(kmeans_mod, "assign", counting)
+    fitted = []
+    fit = kmeans_mod.fit_centres
+    monkeypatch.setattr(kmeans_mod, "fit_centres", lambda *a, **k: fitted.append(fit(*a, **k)) or fitted[-1])
+    ctx = ctx_of(X, labels, n_classes=8)
+    ids = make_strategy("kmeans").select(ctx, 8, random_state=0)
+    assert visits == [len(X) - 3]  # one pass over the unlabeled rows, after the fit
+    unl = np.flatnonzero(labels < 0)
+    D = ((X[unl, None, :] - fitted[0][None]) ** 2).sum(-1)
+    nearest = unl[[np.flatnonzero(D.argmin(1) == c)[D[D.argmin(1) == c, c].argmin()] for c in range(8)]]
+    assert sorted(ids - 100) == sorted(nearest.tolist())
+    assert len({int(y[i - 100]) for i in ids}) == 8  # one per blob
+
+
 def test_kmeans_large_with_more_clusters_than_distinct_rows() -> None:
     X = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=np.float32), 40, axis=0)
     centers, labels = _passes.kmeans_large(X, 5, np.random.default_rng(2))

@@ -83,14 +83,14 @@ def kmeans(
     (one assignment pass plus half a pass of Lloyd steps on a subsample; on ``device`` when given).
     Returns ``(k, d)`` float32 centres and ``(M,)`` int64 labels. Memory: O(M + k x d) beyond
     ``X`` (plus a subsample of ``X`` on the large path, the rows themselves on the exact one)."""
-    from sklearn.cluster import KMeans
-
     from alcore.strategies._passes import kmeans_large
 
     M = X.shape[0] if rows is None else int(rows.size)
     k = int(min(k, M))
     if kmeans_is_large(M, k):
         return kmeans_large(X, k, rng, rows=rows, device=device)
+    from sklearn.cluster import KMeans  # here: importing scikit-learn costs 1-4 s the large path never needs
+
     seed = seed_from(rng)
     est = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(X if rows is None else X[rows])
     return est.cluster_centers_.astype(np.float32), est.labels_.astype(np.int64)

@@ -25,7 +25,16 @@ if TYPE_CHECKING:
 
     from alcore.strategies.base import SelectionContext
 
-__all__ = ["BLOCK", "accel_device", "assign", "group_means", "kmeans_large", "knn_mean_dist", "seed_centres"]
+__all__ = [
+    "BLOCK",
+    "accel_device",
+    "assign",
+    "fit_centres",
+    "group_means",
+    "kmeans_large",
+    "knn_mean_dist",
+    "seed_centres",
+]
 
 #: Floats in one ``(chunk, k)`` distance block (64 MiB of float32).
 BLOCK = 1 << 24
@@ -202,6 +211,23 @@ def kmeans_large(
     scikit-learn's ``MiniBatchKMeans`` (batch 4096, the former large-problem path) on EMNIST letters
     and on the bench's blobs.
     """
+    centers = fit_centres(X, k, rng, rows=rows, device=device, fit_passes=fit_passes)
+    labels, _ = assign(X, centers, rows=rows, device=device)
+    centers, _ = group_means(X, labels, centers.shape[0], centers, rows=rows)
+    return centers, labels
+
+
+def fit_centres(
+    X: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    rows: np.ndarray | None = None,
+    device: Any = None,
+    fit_passes: float = FIT_PASSES,
+) -> np.ndarray:
+    """Steps 1 and 2 of :func:`kmeans_large`: ``(min(k, M), d)`` float32 centres fitted by Lloyd
+    steps on a seeded subsample, ``fit_passes`` passes' worth of work; no pass over all rows."""
     M = X.shape[0] if rows is None else int(rows.size)
     k = int(min(k, M))
     s = int(min(M, max(M * fit_passes / LLOYD_STEPS, MIN_PER_CLUSTER * k)))
@@ -222,10 +248,7 @@ def kmeans_large(
         empty = np.flatnonzero(counts == 0)
         if empty.size:  # restart each empty cluster at a far row (largest distance first)
             centers[empty] = Xs[np.argsort(-d2, kind="stable")[: empty.size]]
-    del Xs
-    labels, _ = assign(X, centers, rows=rows, device=device)
-    centers, _ = group_means(X, labels, k, centers, rows=rows)
-    return centers, labels
+    return centers
 
 
 def knn_mean_dist(X: np.ndarray, n_neighbors: int, *, device: Any = None, block: int = 4096) -> np.ndarray:

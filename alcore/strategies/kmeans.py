@@ -9,7 +9,9 @@ sample.
 Small problems (``U x b <= FULL_KMEANS_MAX_WORK``) use scikit-learn's exact KMeans on a copy of
 the unlabeled rows. Larger ones read the rows in place and cost one assignment pass
 (``U x b x D``, the lower bound of any k-means) plus half a pass of Lloyd steps on a subsample
-(:func:`~alcore.strategies._passes.kmeans_large`; on the context's device when it names one).
+(:func:`~alcore.strategies._passes.fit_centres`; on the context's device when it names one): the
+assignment pass gives each row's distance to its centre, so each cluster's nearest member comes
+from it, to the centres the subsample fitted (no second pass for the exact means).
 
 Memory: O(U) labels and distances, ``(b, D)`` centres, the k-means subsample (large path) or the
 ``(U, D)`` unlabeled rows (small path).
@@ -22,10 +24,10 @@ from typing import ClassVar
 import numpy as np
 
 from alcore.strategies._common import as_float32, kmeans, kmeans_is_large
-from alcore.strategies._passes import accel_device
+from alcore.strategies._passes import accel_device, assign, fit_centres
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
-__all__ = ["KMeansDiversity", "nearest_to_centroids"]
+__all__ = ["KMeansDiversity", "nearest_members", "nearest_to_centroids"]
 
 
 def nearest_to_centroids(
@@ -52,7 +54,13 @@ def nearest_to_centroids(
         xb = X[s : s + 65536] if rows is None else X[rows[s : s + 65536]]
         diff = xb - centers[labels[s : s + 65536]]
         d[s : s + len(diff)] = np.einsum("ij,ij->i", diff, diff)
-    order = np.lexsort((rng.random(m), d, labels))
+    return nearest_members(labels, d, rng)
+
+
+def nearest_members(labels: np.ndarray, d2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each non-empty cluster, the index of its member with the smallest ``d2`` (its squared
+    distance to the centre; ties by ``rng``), in cluster order."""
+    order = np.lexsort((rng.random(labels.size), d2, labels))
     first = np.concatenate([[True], labels[order][1:] != labels[order][:-1]])
     return order[first].astype(np.int64)
 
@@ -70,8 +78,11 @@ class KMeansDiversity(Strategy):
         unl = ctx.unlabeled_positions()
         if kmeans_is_large(unl.size, n):  # the unlabeled rows are read in place, never copied
             X, rows = as_float32(ctx.features), (None if unl.size == ctx.n_pool else unl)
-            centers, labels = kmeans(X, n, rng, rows=rows, device=accel_device(ctx))
-            picks = nearest_to_centroids(X, centers, labels, rng, rows=rows)
+            # centres fitted on a subsample, then ONE pass: each row's nearest centre and its distance,
+            # from which each cluster's nearest member (the means of that pass are not needed)
+            centers = fit_centres(X, n, rng, rows=rows, device=accel_device(ctx))
+            labels, d2 = assign(X, centers, rows=rows, device=accel_device(ctx))
+            picks = nearest_members(labels, d2, rng)
         else:
             X = as_float32(ctx.features if unl.size == ctx.n_pool else ctx.features[unl])
             centers, labels = kmeans(X, n, rng)
