@@ -32,13 +32,15 @@ from tasks import tracking
 
 
 def as3l_params(params: Params, labels: int | None) -> Params:
-    """``params`` turned into one AS3L round of ``labels`` (default ``al.initial``) labels."""
+    """``params`` turned into one AS3L round of ``labels`` (default ``al.initial``) labels. The audit
+    (``al.audit``) is kept: its labels are bought with the one round and judge the final network.
+    A stop rule is dropped (``al.stop: never``): one round leaves nothing to stop."""
     d = params.model_dump(mode="json")
     k = int(labels or params.al.initial)
     d["experiment"]["name"] = f"{params.experiment.name}-as3l-{k}"
     if d["al"]["strategy"] != "as3l":
         d["al"]["strategy_params"] = {}
-    d["al"].update(strategy="as3l", rounds=1, initial=k, pipeline="svpp")
+    d["al"].update(strategy="as3l", rounds=1, initial=k, pipeline="svpp", stop="never", stop_params={})
     d["train"]["mode"] = "as3l"
     return Params.model_validate(d)
 
@@ -48,6 +50,10 @@ def as3l(params: Params, labels: int | None = None, root: str = ".") -> dict[str
     """AS3L with ``labels`` labels; returns the run's summary plus the prior baseline's accuracy."""
     p = as3l_params(params, labels)
     check_params(p)
+    if params.al.stop != "never":
+        say(
+            f"al.stop={params.al.stop} is ignored: AS3L buys its {p.al.initial} labels in one round, so no later round is left to stop"
+        )
     L = Layout(Path(root))
     metrics = pipeline(p, fresh=True, root=root)
     st = ExperimentState.load(L.state_of(p))
@@ -66,8 +72,14 @@ def as3l(params: Params, labels: int | None = None, root: str = ".") -> dict[str
     run_id = st.tracking.get("mlflow_run_id")
     if run_id:
         tracking.log_metrics(run_id, {"prior_baseline_accuracy": baseline}, step=1)
+    audit = ""
+    if "network_estimated_accuracy" in out:  # the audit's estimate of the network (no test set needed)
+        audit = (
+            f" (estimated on the audit: {out['network_estimated_accuracy']:.4f}, 95% interval "
+            f"{out['network_estimated_accuracy_lower']:.4f}-{out['network_estimated_accuracy_upper']:.4f})"
+        )
     say(
-        f"AS3L with {out['labels']} labels: prior-guided network {metrics['test_accuracy']:.4f}, "
+        f"AS3L with {out['labels']} labels: prior-guided network {metrics['test_accuracy']:.4f}{audit}, "
         f"proxy on the priors alone {baseline:.4f} -> {L.reports / 'as3l.json'}"
     )
     return out

@@ -86,12 +86,19 @@ def test_as3l_flow_one_shot_priors_and_prior_guided_training(project):
     from flows.as3l import as3l
 
     p = parse_params(
-        tiny(train={"as3l_runs": 2, "as3l_epochs": 5, "semi_steps": 4, "semi_batch_size": 8, "semi_mu": 2})
+        tiny(
+            train={"as3l_runs": 2, "as3l_epochs": 5, "semi_steps": 4, "semi_batch_size": 8, "semi_mu": 2},
+            al={"audit": {"reserve": 0.2, "initial": 20}, "stop": "budget", "stop_params": {"max_usd": 1.0}},
+        )
     )
     out = as3l(p, labels=10, root=str(project))
     L = Layout(project)
     st = ExperimentState.load(L.state("tiny-as3l-10"))
     assert st.labels.n_labeled == 10 and st.round == 1 and st.final["mode"] == "as3l"
+    # the audit rides with the one round, stays out of the selection and judges the AS3L network
+    assert st.audit.n_labeled > 0 and not np.intersect1d(st.audit.reserve_ids, st.labels.labeled_ids).size
+    assert 0 <= out["network_estimated_accuracy_lower"] <= out["network_estimated_accuracy"] <= 1
+    assert st.records[1]["stop"]["rule"] == "never"  # one round: the stop rule is dropped, and said so
     ids, priors, spec = read_priors(str(priors_path(st.final["model"])))
     assert ids.size == 300 and spec["n_labeled"] == 10
     labeled = st.labels.labeled_ids
