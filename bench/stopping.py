@@ -142,7 +142,7 @@ def stages(p: Any, work: Path) -> dict[str, Any]:
     return {"pool": work / "pool.parquet", "test": work / "test.parquet", "encoder": work / "encoder.safetensors"}
 
 
-def run_seed(setting: str, seed: int, fresh: bool, audit: dict[str, Any]) -> Path:
+def run_seed(setting: str, seed: int, fresh: bool, audit: dict[str, Any], final: bool = False) -> Path:
     from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
 
     p = params(setting, seed, audit)
@@ -151,11 +151,13 @@ def run_seed(setting: str, seed: int, fresh: bool, audit: dict[str, Any]) -> Pat
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     state = run_dir / "state.json"
-    if state.is_file() and len(json.loads(state.read_text())["records"]) == ROUNDS:
-        return state
+    if state.is_file():
+        saved = json.loads(state.read_text())
+        if len(saved["records"]) == ROUNDS and (not final or saved.get("final")):
+            return state
     inputs = RunInputs.from_files(p.data, **files)
     t = time.perf_counter()
-    learner = ActiveLearner.open(p, inputs, PlainSteps(), run_dir=run_dir)
+    learner = ActiveLearner.open(p, inputs, PlainSteps(progress=final), run_dir=run_dir)  # the final network: minutes
 
     def progress(r: int) -> None:
         rec = learner.state.records[r]
@@ -168,7 +170,14 @@ def run_seed(setting: str, seed: int, fresh: bool, audit: dict[str, Any]) -> Pat
         )
 
     learner.on_round = progress
-    learner.run(final=False)
+    out = learner.run(final=final)
+    if final:
+        print(
+            f"[{setting} seed {seed}] final network ({learner.state.final['mode']}): test "
+            f"{100 * out['test_accuracy']:.1f}%, estimate {100 * out['network_estimated_accuracy']:.1f}% "
+            f"({100 * out['network_estimated_accuracy_lower']:.1f}-{100 * out['network_estimated_accuracy_upper']:.1f})",
+            flush=True,
+        )
     return state
 
 
@@ -223,8 +232,18 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
         "err_reserve": np.abs(est - acc_res).tolist(),
         "covered_reserve": ((lo <= acc_res) & (acc_res <= hi)).tolist(),
         "reserve_minus_test": (acc_res - acc).tolist(),
+        "n_test": n_test,
         "audit_labels": int(st.ledger.totals()["audit_labels"]),
     }
+    if st.final and "estimated_accuracy" in st.final:  # --final: the network people would use, on the audit
+        f = st.final
+        out["final"] = {
+            "mode": f["mode"],
+            "test": f["accuracy"],
+            "est": f["estimated_accuracy"],
+            "lower": f["estimated_accuracy_lower"],
+            "upper": f["estimated_accuracy_upper"],
+        }
     # forecast of labels to (final true accuracy - 1 point), made at 25% and 50% of the budget
     target = float(acc[-1] - 0.01)
     true_n = float(labels[np.flatnonzero(acc >= target)[0]])
@@ -239,6 +258,7 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
             "made_at": int(labels[t]),
             "forecast": None if f is None else f.labels,
             "status": None if f is None else f.status,
+            "interval": None if f is None else [f.labels_lower, f.labels_upper],
         }
         # what the rest of the budget buys: the forecast gain (with its interval) against the true one
         if not isinstance(curve, str):
@@ -456,9 +476,26 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
             f"{100 * cn.mean():.0f}% | {100 * h.mean():.2f} | {100 * er.mean():.2f} | {100 * cr.mean():.0f}% | "
             f"{100 * rt.mean():+.2f} |"
         )
+    finals = [r for r in results if "final" in r]
+    if finals:
+        print("\n#### 1b. The final network (trained on every label) judged on the same audit")
+        print("| seed | mode | test accuracy | estimate (95% interval) | error (pts) | covered (+test noise) |")
+        print("|---:|---|---:|---:|---:|:---:|")
+        for r in finals:
+            f = r["final"]
+            half = (f["upper"] - f["lower"]) / 2
+            wide = math.sqrt(half**2 + 1.96**2 * f["test"] * (1 - f["test"]) / r["n_test"])
+            print(
+                f"| {r['seed']} | {f['mode']} | {100 * f['test']:.1f}% | {100 * f['est']:.1f}% "
+                f"({100 * f['lower']:.1f} to {100 * f['upper']:.1f}) | {100 * abs(f['est'] - f['test']):.2f} | "
+                f"{'yes' if abs(f['est'] - f['test']) <= wide else 'no'} |"
+            )
     print("\n#### 2. Forecast of the labels to the final accuracy - 1 pt")
-    print("| made at | seed | target | true labels | forecast (audit) | error | forecast (true curve) | error |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| made at | seed | target | true labels | forecast (audit) | error | its 90% interval | covers | "
+        "forecast (true curve) | error |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|")
     for frac in ("0.25", "0.5"):
         for r in results:
             f = r["forecast"]
@@ -467,8 +504,14 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
 
             fa, ea = _shown(a["forecast"], tl)
             ft, et = _shown(a["true_curve"], tl)
+            iv, cv = "-", "-"
+            if a.get("interval") is not None:
+                lo, hi = a["interval"]
+                iv = f"{lo:,.0f} to " + (f"{hi:,.0f}" if math.isfinite(hi) else "never")
+                cv = "yes" if lo <= tl <= hi else "no"
             print(
-                f"| {100 * float(frac):.0f}% ({a['made_at']} labels) | {r['seed']} | {100 * f['target']:.1f}% | {tl:,.0f} | {fa} | {ea} | {ft} | {et} |"
+                f"| {100 * float(frac):.0f}% ({a['made_at']} labels) | {r['seed']} | {100 * f['target']:.1f}% | "
+                f"{tl:,.0f} | {fa} | {ea} | {iv} | {cv} | {ft} | {et} |"
             )
     print("\n#### 2b. Forecast of what the rest of the budget buys (points of accuracy)")
     print("| made at | seed | forecast gain (90% interval) | true gain (test) | error (pts) | covered |")
@@ -530,13 +573,14 @@ def main() -> None:
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="fmnist")
     ap.add_argument("--replicates", type=int, default=100, help="re-drawn audits per design and seed (0: no study)")
     ap.add_argument("--only-run", action="store_true", help="run the loops, no analysis")
+    ap.add_argument("--final", action="store_true", help="also train the final network and judge it on the audit")
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"{SHARED} is missing: this benchmark needs ../shared/data (Fashion-MNIST, the CIFAR-10 subset)")
     audit = audit_cfg(args)
     if not args.report:
         for s in args.seeds:
-            run_seed(args.setting, s, args.fresh, audit)
+            run_seed(args.setting, s, args.fresh, audit, final=args.final)
     if args.only_run:
         return
     if args.replicates:
