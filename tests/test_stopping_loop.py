@@ -162,6 +162,9 @@ def test_the_flow_logs_the_estimate_and_show_prints_it(project, monkeypatch, cap
     for k in ("estimated_accuracy_lower", "estimated_accuracy_upper", "audit_labels_total", "stop"):
         assert k in run.data.metrics, k
     assert run.data.tags["stop.rule"] == "budget" and run.data.tags["stop.reason"] == out["stop_reason"]
+    # the final network's estimate on the audit (through the cached evaluate task) reaches MLflow
+    assert run.data.metrics["final_network_estimated_accuracy"] == pytest.approx(st.final["estimated_accuracy"])
+    assert out["network_estimated_accuracy_lower"] <= out["network_estimated_accuracy"]
 
     (project / "params.yaml").write_text(json.dumps(d))
     monkeypatch.chdir(project)
@@ -172,6 +175,7 @@ def test_the_flow_logs_the_estimate_and_show_prints_it(project, monkeypatch, cap
     assert f"round {st.round:>3}: STOP (budget)" in text
     est = st.records[1]["estimated_accuracy"]
     assert f"{100 * est:.1f}%" in text
+    assert f"final network ({st.final['mode']}, {st.final['labels']} labels): estimated" in text
 
 
 def test_the_labeling_cycle_sends_audit_rows_to_people_and_stops_by_the_rule(project):
