@@ -96,20 +96,22 @@ def test_stabilizing_predictions_stops_without_an_audit(project):
     assert len(st.monitor["stop_set"]) == 299 and "estimated_accuracy" not in st.records[3]
 
 
-#: A child that runs the tiny audited loop and is SIGKILLed when round 3's labels (batch and audit)
-#: are bought from the oracle and before the state that records them is written.
-_KILLED_CHILD = """
+#: A child that runs the tiny audited loop: with fault ``bought``, SIGKILLed when round 3's labels
+#: (batch and audit) are bought from the oracle and before the state that records them is written;
+#: with ``none``, to the end. Every run of the test is such a child: the same process setup (torch
+#: threads included), so that the uninterrupted and the resumed runs are comparable bit for bit.
+_CHILD = """
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from tests._kill_child import install
-install("bought", 3)
+install(sys.argv[2], 3)
 from alcore.config import parse_params
 from alcore.layout import Layout
 from alcore.rounds import ActiveLearner, PlainSteps, RunInputs
-p = parse_params(json.loads(sys.argv[2]))
-L = Layout(Path(sys.argv[3]))
-ActiveLearner.open(p, RunInputs.from_layout(p, L), PlainSteps(), run_dir=sys.argv[4]).run(final=False)
+p = parse_params(json.loads(sys.argv[3]))
+L = Layout(Path(sys.argv[4]))
+ActiveLearner.open(p, RunInputs.from_layout(p, L), PlainSteps(), run_dir=sys.argv[5]).run(final=False)
 """
 
 
@@ -120,20 +122,23 @@ def test_a_process_killed_mid_round_resumes_to_the_same_decisions(project, tmp_p
     import sys
 
     d = audited("resume", rounds=4, stop="stabilizing_predictions", stop_params={"threshold": 0.999})
-    p = parse_params(d)
-    whole = learner(p, project, tmp_path / "whole")
-    whole.run(final=False)
-
     repo = Path(__file__).resolve().parents[1]
-    args = [sys.executable, "-c", _KILLED_CHILD, str(repo), json.dumps(d), str(project), str(tmp_path / "split")]
-    r = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=300)
+
+    def child(fault: str, run_dir: Path) -> subprocess.CompletedProcess:
+        args = [sys.executable, "-c", _CHILD, str(repo), fault, json.dumps(d), str(project), str(run_dir)]
+        return subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=300)
+
+    assert child("none", tmp_path / "whole").returncode == 0
+    r = child("bought", tmp_path / "split")
     assert r.returncode == -9, r.stderr[-2000:]  # it was killed, not finished or failed
     mid = ExperimentState.load(tmp_path / "split" / "state.json")
     assert mid.round == 2 and 3 not in mid.records  # killed inside round 3, after round 2's save
-    split = learner(p, project, tmp_path / "split")
-    split.run(final=False)
+    r = child("none", tmp_path / "split")  # the same command again: it resumes
+    assert r.returncode == 0, r.stderr[-2000:]
 
-    a, b = whole.state, split.state
+    a = ExperimentState.load(tmp_path / "whole" / "state.json")
+    b = ExperimentState.load(tmp_path / "split" / "state.json")
+    assert a.round == b.round == 4
     assert np.array_equal(a.labels.labeled_ids, b.labels.labeled_ids)
     assert a.audit.state_dict() == b.audit.state_dict() and a.monitor == b.monitor
     keys = ("estimated_accuracy", "estimated_accuracy_lower", "estimated_accuracy_upper", "audit_draws", "stop")
