@@ -41,6 +41,7 @@ __all__ = [
     "context",
     "draw",
     "draws_for_width",
+    "estimate_entries",
     "estimate_final",
     "excluded",
     "judge",
@@ -213,6 +214,12 @@ def estimate_final(state: Any, predicted: Sequence[int], confidence: Sequence[fl
     e = audit.estimate(
         predicted=np.asarray(predicted, dtype=np.int64), confidence=np.asarray(confidence, dtype=np.float64)
     )
+    return estimate_entries(e)
+
+
+def estimate_entries(e: Any) -> dict[str, Any]:
+    """An :class:`~alcore.estimate.AccuracyEstimate` as the entries a round record (or the final
+    network's record) keeps, and :func:`draws_for_width` reads back."""
     return {
         "estimated_accuracy": e.estimate,
         "estimated_accuracy_lower": e.lower,
@@ -232,14 +239,7 @@ def context(
     measured = sorted({*(k for k in state.records if k < round), round})
     est_rounds, ests, cov = _estimates(state, measured) if state.audit is not None else ([], [], None)
     if est_rounds and est_rounds[-1] == round:
-        e = ests[-1]
-        out.update(
-            estimated_accuracy=e.estimate,
-            estimated_accuracy_lower=e.lower,
-            estimated_accuracy_upper=e.upper,
-            estimated_accuracy_se=e.se,
-            audit_draws=int(e.n_audit),
-        )
+        out.update(estimate_entries(ests[-1]))
     rounds = est_rounds if state.audit is not None else measured
     if not rounds or rounds[-1] != round:
         return None, out

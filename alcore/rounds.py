@@ -665,7 +665,8 @@ class ActiveLearner:
             net = self.network()
             with atomic_path(self.final_model_path) as tmp:
                 shutil.copyfile(net["model"]["path"], tmp)
-            audited = {} if monitor.excluded(st) is None else {"pool_ids": monitor.excluded(st)}
+            reserve = monitor.excluded(st)
+            audited = {} if reserve is None else {"pool_ids": reserve}
             ev = self.steps.evaluate(net["model"], self.params.data, self.inputs.fingerprint, **audited)
             st.ledger.record(max(st.round, 1), "final_training", net["seconds"] + ev.get("pool_seconds", 0.0))
             st.final = {

@@ -68,6 +68,9 @@ MODES: tuple[str, ...] = ("lp", "ft", "lpft")
 SEMI_MODES: tuple[str, ...] = ("fixmatch", "as3l")
 #: Cheapest first: the order that breaks ties between modes equally accurate on the held-out folds.
 COST_ORDER: tuple[str, ...] = ("lp", "lpft", "ft")
+#: auto's margin: a mode replaces the probe only beyond this many standard errors (issue 13's sweep;
+#: ``train.auto_margin`` in params.yaml carries the same default).
+AUTO_MARGIN = 0.75
 #: Labeled images held preprocessed on the device up to this many bytes; beyond, loaded per batch.
 _HOLD_BYTES = 1 << 30
 
@@ -107,7 +110,7 @@ class TrainConfig:
     holdout: float = 0.2
     min_holdout: int = 40
     auto_modes: tuple[str, ...] = ("lpft", "ft")
-    auto_margin: float = 0.75
+    auto_margin: float = AUTO_MARGIN
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -596,14 +599,16 @@ def train_classifier(
     return TrainResult(model=model, mode=chosen, history=history, evidence=ev)
 
 
-def beats_probe(wins: int, losses: int, margin: float = 0.75) -> bool:
+def beats_probe(wins: int, losses: int, margin: float = AUTO_MARGIN) -> bool:
     """Whether a mode that got ``wins`` held-out labels right that the probe got wrong, and
     ``losses`` the other way, beats the probe beyond noise: ``wins - losses > margin * sqrt(wins +
     losses)`` (a paired sign test; ``margin`` standard errors of the difference)."""
     return bool(wins - losses > margin * math.sqrt(wins + losses))
 
 
-def choose_mode(right: dict[str, np.ndarray | None], *, margin: float = 0.75) -> tuple[str, dict[str, dict[str, Any]]]:
+def choose_mode(
+    right: dict[str, np.ndarray | None], *, margin: float = AUTO_MARGIN
+) -> tuple[str, dict[str, dict[str, Any]]]:
     """The rule of ``auto`` and of the guard (module docstring): the probe unless a mode beats it
     beyond noise on the same held-out labels.
 

@@ -182,6 +182,12 @@ def run_seed(setting: str, seed: int, fresh: bool, audit: dict[str, Any], final:
 
 
 # ---------------------------------------------------------------- analysis
+def with_test_noise(half: Any, acc: Any, n_test: int) -> Any:
+    """An interval's half-width widened by the test set's own 95% sampling noise (``n_test`` images
+    are not the population), to judge coverage of a test accuracy."""
+    return np.sqrt(np.square(half) + 1.96**2 * np.multiply(acc, np.subtract(1, acc)) / n_test)
+
+
 RULES: list[tuple[str, str, dict[str, Any]]] = [
     ("never", "never", {}),
     ("budget[50%]", "budget", {}),  # max_usd: half the spend of the whole run, set per seed
@@ -219,8 +225,7 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     acc_res = np.array([(np.asarray(preds[str(r)]["pred"]) == y_res).mean() for r in rounds])
     n_test = len(load_data(p.data).test)
     half = (hi - lo) / 2
-    test_se = np.sqrt(acc * (1 - acc) / n_test)
-    widened = np.sqrt(half**2 + (1.96 * test_se) ** 2)
+    widened = with_test_noise(half, acc, n_test)
     out: dict[str, Any] = {
         "seed": seed,
         "rounds": rounds,
@@ -333,7 +338,7 @@ def design_study(setting: str, seed: int, audit: dict[str, Any], replicates: int
 
     from alcore.config import ALCfg, AuditCfg
     from alcore.estimate import Audit
-    from alcore.monitor import draws_for_width
+    from alcore.monitor import draws_for_width, estimate_entries
     from alcore.run_state import ExperimentState
     from alcore.seeding import derive_seed
     from alcore.steps import load_data
@@ -371,11 +376,7 @@ def design_study(setting: str, seed: int, audit: dict[str, Any], replicates: int
                     todo = a.pending_ids
                     a.record(todo, np.array([truth[int(i)] for i in todo]))
                 est = a.estimate(predicted=pred[r], confidence=conf[r])
-                seen.records[r] = {
-                    "estimated_accuracy": est.estimate,
-                    "estimated_accuracy_se": est.se,
-                    "audit_draws": est.n_audit,
-                }
+                seen.records[r] = estimate_entries(est)
                 e.append(est.estimate)
                 lo.append(est.lower)
                 hi.append(est.upper)
@@ -406,7 +407,7 @@ def report_study(setting: str, studies: list[dict[str, Any]], n_test: int, repli
             est, lo, hi = np.array(d["est"]), np.array(d["lower"]), np.array(d["upper"])
             h = (hi - lo) / 2
             e = np.abs(est - acc)
-            widened = np.sqrt(h**2 + 1.96**2 * acc * (1 - acc) / n_test)
+            widened = with_test_noise(h, acc, n_test)
             err.append(e.ravel())
             early.append(e[:, :5].ravel())
             late.append(e[:, 10:].ravel())
@@ -484,7 +485,7 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
         for r in finals:
             f = r["final"]
             half = (f["upper"] - f["lower"]) / 2
-            wide = math.sqrt(half**2 + 1.96**2 * f["test"] * (1 - f["test"]) / r["n_test"])
+            wide = with_test_noise(half, f["test"], r["n_test"])
             print(
                 f"| {r['seed']} | {f['mode']} | {100 * f['test']:.1f}% | {100 * f['est']:.1f}% "
                 f"({100 * f['lower']:.1f} to {100 * f['upper']:.1f}) | {100 * abs(f['est'] - f['test']):.2f} | "
