@@ -56,14 +56,18 @@ class Bald(Strategy):
 
     Args:
         n_samples: T, the number of dropout masks (default 20).
-        masks: ``"independent"`` (default): a fresh mask for every row and pass, as before;
-            ``"consistent"``: T masks shared by every row ("consistent MC dropout", Kirsch et al.,
-            BatchBALD, NeurIPS 2019: T networks drawn from the dropout posterior, each applied to
-            the whole pool; the estimate of each row's mutual information is as unbiased). With
-            consistent masks the T passes of the last layer are one product and ``T x H`` random
-            numbers, so the scoring runs at the proxy's GEMM rate; independent masks draw
-            ``T x U x H`` random numbers (at 10^6 rows, T = 20, H = 256: 5 x 10^9, slower than
-            the GEMMs). Other masks, other probabilities: the two pick different ids.
+        masks: ``"auto"`` (default): ``"consistent"`` when the model's ``predict_proba_mc`` takes a
+            ``consistent`` argument (:class:`~alcore.proxy.ProxyMLP`, the fine-tuned head), else
+            ``"independent"``. ``"consistent"``: T masks shared by every row ("consistent MC
+            dropout", Kirsch et al., BatchBALD, NeurIPS 2019: T networks drawn from the dropout
+            posterior, each applied to the whole pool). Each row still sees T independent masks,
+            so its mutual-information estimate has the same distribution as with
+            ``"independent"`` (a fresh mask for every row and pass); only the rows' estimates
+            become correlated. With consistent masks the T passes of the last layer are one
+            product and ``T x H`` random numbers, so the scoring runs at the proxy's GEMM rate
+            (``bench/selection.py``: 1.5x its bound at 10^6 rows); independent masks draw ``T x U x H``
+            random numbers (at 10^6 rows, T = 20, H = 256: 5 x 10^9, 6-8x the GEMMs). Other masks,
+            other probabilities: the two pick different ids.
 
     Needs a proxy with ``predict_proba_mc`` (:class:`~alcore.proxy.ProxyMLP` has it: its own
     dropout rate, or 0.25 on the hidden layer when trained without dropout).
@@ -74,13 +78,14 @@ class Bald(Strategy):
     cold_start: ClassVar[bool] = False
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_samples": [Interval(Integral, 1, None, closed="left")],
-        "masks": [Options(("independent", "consistent"))],
+        "masks": [Options(("auto", "independent", "consistent"))],
     }
 
-    def __init__(self, *, n_samples: int = 20, masks: str = "independent") -> None:
+    def __init__(self, *, n_samples: int = 20, masks: str = "auto") -> None:
         self.n_samples = n_samples
         self.masks = masks
 
     def _select_positions(self, ctx: SelectionContext, n: int, rng: np.random.Generator) -> np.ndarray:
-        scores = ctx.probs_mc(int(self.n_samples), rng, reduce=bald_scores, consistent=self.masks == "consistent")
+        consistent = ctx.offers_consistent_masks() if self.masks == "auto" else self.masks == "consistent"
+        scores = ctx.probs_mc(int(self.n_samples), rng, reduce=bald_scores, consistent=consistent)
         return ctx.unlabeled_positions()[top_n(scores, n, rng)]

@@ -363,9 +363,15 @@ class SelectionContext:
         """``(len(positions), H)`` hidden activations of any rows (labeled ones too), uncached."""
         return self._run_model("embed", None, np.asarray(positions, dtype=np.int64))
 
+    def offers_consistent_masks(self) -> bool:
+        """Whether the model's ``predict_proba_mc`` takes ``consistent`` (one set of T masks for
+        every row); False when it has no ``predict_proba_mc``."""
+        fn = getattr(self.require_model("SelectionContext.probs_mc"), "predict_proba_mc", None)
+        return fn is not None and "consistent" in inspect.signature(fn).parameters
+
     def _check_consistent_masks(self) -> None:
         fn = getattr(self.require_model("SelectionContext.probs_mc"), "predict_proba_mc", None)
-        if fn is not None and "consistent" not in inspect.signature(fn).parameters:
+        if fn is not None and not self.offers_consistent_masks():
             raise ConfigError(
                 problem(
                     f"consistent MC-dropout masks asked of a {type(self.model).__name__}, whose "
