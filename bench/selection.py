@@ -64,8 +64,8 @@ SCALE_CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("margin", "margin", {}, "gemm"),
     ("entropy", "entropy", {}, "gemm"),
     ("least_confidence", "least_confidence", {}, "gemm"),
-    ("bald", "bald", {}, "gemm_mc"),
-    ("bald[consistent]", "bald", {"masks": "consistent"}, "gemm_mc"),
+    ("bald", "bald", {}, "gemm_mc"),  # masks=auto: consistent with the proxy
+    ("bald[independent]", "bald", {"masks": "independent"}, "gemm_mc"),
     ("coreset", "coreset", {}, "pass_embedding"),
     ("coreset[features]", "coreset", {"space": "features"}, "pass_features"),
     ("badge", "badge", {}, "pass_embedding"),
