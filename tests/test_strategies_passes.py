@@ -45,11 +45,12 @@ def torch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("device", [None, CPU])
-def test_assign_is_the_brute_force_nearest_centre(device) -> None:
+@pytest.mark.parametrize("n_rows", [300, 480])  # gathered; nearly all (read in order, then kept)
+def test_assign_is_the_brute_force_nearest_centre(device, n_rows: int) -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(500, 7)).astype(np.float32)
     C = rng.normal(size=(13, 7)).astype(np.float32)
-    rows = np.sort(rng.choice(500, size=300, replace=False))
+    rows = rng.permutation(500)[:n_rows]
     labels, d2 = _passes.assign(X, C, rows=rows, device=device)
     full = ((X[rows, None, :].astype(np.float64) - C[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(labels, full.argmin(1))
@@ -102,6 +103,30 @@ def test_kmeans_large_path_picks_each_clusters_nearest_member_from_one_pass(larg
     nearest = unl[[np.flatnonzero(D.argmin(1) == c)[D[D.argmin(1) == c, c].argmin()] for c in range(8)]]
     assert sorted(ids - 100) == sorted(nearest.tolist())
     assert len({int(y[i - 100]) for i in ids}) == 8  # one per blob
+
+
+def test_kmeans_large_fit_costs_at_most_fit_passes_with_many_clusters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With many clusters for the rows (Cluster-Margin: b clusters of 10 b candidates) one Lloyd
+    step on the subsample would cost more than FIT_PASSES passes: the seeds are the centres and the
+    final pass is their Lloyd step. Work counted in row x centre distances."""
+    X, _ = blobs(n_blobs=6, per=400, dim=10, seed=1)
+    work: list[int] = []
+    real = _passes.assign
+
+    def counting(Xa, C, *, rows=None, device=None):
+        work.append((Xa.shape[0] if rows is None else rows.size) * C.shape[0])
+        return real(Xa, C, rows=rows, device=device)
+
+    monkeypatch.setattr(_passes, "assign", counting)
+    k = 100
+    centers, labels = _passes.kmeans_large(X, k, np.random.default_rng(0))
+    assert work[-1] == len(X) * k and sum(work[:-1]) <= _passes.FIT_PASSES * len(X) * k
+    assert np.unique(labels).size > 0.9 * k  # the seeds spread over the rows
+    for c in np.unique(labels)[:5]:  # the returned centres are the means of the returned clusters
+        np.testing.assert_allclose(centers[c], X[labels == c].mean(0), rtol=1e-4, atol=1e-4)
+    # the kmeans strategy's fit (min_steps=1) still takes its Lloyd step: means, not rows
+    fitted = _passes.fit_centres(X, k, np.random.default_rng(0))
+    assert not (fitted[:, None, :] == X[None]).all(-1).any(-1).all()
 
 
 def test_kmeans_large_with_more_clusters_than_distinct_rows() -> None:
@@ -315,6 +340,28 @@ def test_bald_consistent_does_not_depend_on_chunking() -> None:
     np.testing.assert_array_equal(a, s.select(ctx(64), 10, random_state=1))
     with pytest.raises(ConfigError, match="masks"):
         make_strategy("bald", masks="shared").select(ctx(7), 3, random_state=0)
+
+
+def test_bald_default_masks_are_consistent_where_the_model_offers_them() -> None:
+    """masks='auto' (the default): the proxy's consistent masks (the fast path at scale); a model
+    whose predict_proba_mc has no 'consistent' keeps a fresh mask per row and pass."""
+    X, y = blobs(n_blobs=3, per=40, dim=6)
+    labels = np.full(len(X), -1)
+    labels[::10] = y[::10]
+    ctx = SelectionContext(
+        pool_ids=np.arange(len(X)), features=X, labels=labels, n_classes=3, model=_proxy(X[::10], y[::10])
+    )
+    picks = {
+        m: make_strategy("bald", masks=m).select(ctx, 10, random_state=1).tolist()
+        for m in ("auto", "consistent", "independent")
+    }
+    assert picks["auto"] == picks["consistent"] != picks["independent"]
+    stub = make_context()  # SoftmaxScorer: predict_proba_mc without 'consistent'
+    assert not stub.offers_consistent_masks()
+    np.testing.assert_array_equal(
+        make_strategy("bald").select(stub, 5, random_state=0),
+        make_strategy("bald", masks="independent").select(stub, 5, random_state=0),
+    )
 
 
 def test_bald_consistent_needs_a_model_that_offers_it() -> None:

@@ -38,6 +38,8 @@ __all__ = [
 
 #: Floats in one ``(chunk, k)`` distance block (64 MiB of float32).
 BLOCK = 1 << 24
+#: :func:`assign` of this fraction of the rows or more reads all of them in order and keeps the asked ones.
+DENSE_ROWS = 0.9
 #: k-means at scale: the Lloyd steps on the subsample cost this many passes over the rows...
 FIT_PASSES = 0.5
 #: ...in at most this many steps (fewer when the subsample must be larger)...
@@ -77,7 +79,8 @@ def assign(
     Args:
         X: ``(N, d)`` rows (a memmap is read chunk by chunk, never copied whole).
         C: ``(k, d)`` centres.
-        rows: ``(M,)`` indices of the rows of ``X`` to assign (None = all, in order).
+        rows: ``(M,)`` indices of the rows of ``X`` to assign (None = all, in order). When they are
+            :data:`DENSE_ROWS` of ``X`` or more, every row is assigned in order and these are kept.
         device: None (numpy) or a torch device.
 
     Returns:
@@ -87,6 +90,11 @@ def assign(
     Cost: ``M x k x d`` multiply-adds in ``(chunk, d+1) @ (d+1, k)`` GEMMs: the augmented column
     turns ``||c||^2 - 2 x.c`` into one product; an argmin per block; no other ``(chunk, k)`` pass.
     """
+    if rows is not None and rows.size >= DENSE_ROWS * X.shape[0] and rows.size > 0:
+        # nearly every row (a pool with few labeled): contiguous slices and a selection cost less
+        # than gathering the rows (a second copy of each chunk)
+        labels, d2 = assign(X, C, device=device)
+        return labels[rows], d2[rows]
     M = X.shape[0] if rows is None else int(rows.size)
     C = np.asarray(C, dtype=np.float32)
     k, d = C.shape
@@ -201,8 +209,11 @@ def kmeans_large(
     1. A seeded random subsample of ``s = min(M, max(M x fit_passes / LLOYD_STEPS,
        MIN_PER_CLUSTER x k))`` rows, in random order; the initial centres by batched k-means++
        (:func:`seed_centres`) on its first ``min(s, 4 k)`` rows.
-    2. ``max(1, min(LLOYD_STEPS, M x fit_passes / s))`` Lloyd steps on the subsample (stopping once
+    2. ``min(LLOYD_STEPS, floor(M x fit_passes / s))`` Lloyd steps on the subsample (stopping once
        no label changes); an empty cluster restarts at the subsample row farthest from its centre.
+       None when one step would cost more than ``fit_passes`` passes (many clusters for the rows:
+       ``MIN_PER_CLUSTER x k > M x fit_passes``): the seeds are the centres and the pass of step 3
+       is their one Lloyd step.
     3. One assignment pass over all ``M`` rows; the centres returned are the exact means of the
        clusters it forms (one O(M x d) pass: a free full-data half-step).
 
@@ -211,7 +222,7 @@ def kmeans_large(
     scikit-learn's ``MiniBatchKMeans`` (batch 4096, the former large-problem path) on EMNIST letters
     and on the bench's blobs.
     """
-    centers = fit_centres(X, k, rng, rows=rows, device=device, fit_passes=fit_passes)
+    centers = fit_centres(X, k, rng, rows=rows, device=device, fit_passes=fit_passes, min_steps=0)
     labels, _ = assign(X, centers, rows=rows, device=device)
     centers, _ = group_means(X, labels, centers.shape[0], centers, rows=rows)
     return centers, labels
@@ -225,13 +236,19 @@ def fit_centres(
     rows: np.ndarray | None = None,
     device: Any = None,
     fit_passes: float = FIT_PASSES,
+    min_steps: int = 1,
 ) -> np.ndarray:
     """Steps 1 and 2 of :func:`kmeans_large`: ``(min(k, M), d)`` float32 centres fitted by Lloyd
-    steps on a seeded subsample, ``fit_passes`` passes' worth of work; no pass over all rows."""
+    steps on a seeded subsample, ``fit_passes`` passes' worth of work; no pass over all rows.
+    At least ``min_steps`` steps, whatever they cost (:func:`kmeans_large` asks 0: its own pass
+    is a Lloyd step; a caller that uses the centres as they are asks 1, so that they are means,
+    not seeds)."""
     M = X.shape[0] if rows is None else int(rows.size)
     k = int(min(k, M))
     s = int(min(M, max(M * fit_passes / LLOYD_STEPS, MIN_PER_CLUSTER * k)))
-    steps = int(max(1, min(LLOYD_STEPS, M * fit_passes // s)))
+    steps = int(max(min_steps, min(LLOYD_STEPS, M * fit_passes // s)))
+    if steps == 0:  # only the seeding's rows are read
+        s = min(s, SEED_PER_CLUSTER * k)
     pick = rng.permutation(M)[:s]
     order = np.argsort(pick, kind="stable")  # read the rows in file order, keep the random order
     src = pick[order] if rows is None else rows[pick[order]]

@@ -60,7 +60,15 @@ def nearest_to_centroids(
 def nearest_members(labels: np.ndarray, d2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """For each non-empty cluster, the index of its member with the smallest ``d2`` (its squared
     distance to the centre; ties by ``rng``), in cluster order."""
-    order = np.lexsort((rng.random(labels.size), d2, labels))
+    keys = rng.random(labels.size)
+    if labels.size == 0:
+        return np.empty(0, dtype=np.int64)
+    # each cluster's smallest d2 in one scatter pass; only the rows that reach it are sorted
+    k = int(labels.max()) + 1
+    lowest = np.full(k, np.inf, dtype=np.float64)
+    np.minimum.at(lowest, labels, d2)
+    tied = np.flatnonzero(d2 == lowest[labels])
+    order = tied[np.lexsort((keys[tied], labels[tied]))]
     first = np.concatenate([[True], labels[order][1:] != labels[order][:-1]])
     return order[first].astype(np.int64)
 
