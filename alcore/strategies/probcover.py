@@ -38,7 +38,7 @@ from alcore.strategies._common import (
     sq_dists,
     sq_norms,
 )
-from alcore.strategies._passes import accel_device
+from alcore.strategies._passes import BLOCK, accel_device
 from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 
 __all__ = ["ProbCover", "delta_from_purity", "radius_graph", "probcover_select"]
@@ -53,8 +53,10 @@ def delta_from_purity(
         X: ``(M, d)`` float32 rows; pseudo: ``(M,)`` int cluster labels.
         device: None (numpy) or a torch device for the distance blocks.
 
-    Memory: ``(chunk_size, M)`` float32 block plus O(M).
+    Memory: one ``(chunk, M)`` float32 block of at most :data:`~alcore.strategies._passes.BLOCK`
+    floats and its mask, plus O(M).
     """
+    chunk_size = int(max(64, min(chunk_size, BLOCK // max(X.shape[0], 1))))
     norms = sq_norms(X)
     if device is not None:
         d_other = _nearest_other_torch(X, norms, pseudo, chunk_size, device)
@@ -122,8 +124,10 @@ def radius_graph(
     X: np.ndarray, delta: float, *, max_degree: int, chunk_size: int = CHUNK, device: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR out-edges ``(indptr (M+1,), indices (E,) int32)`` of the delta-ball graph (self loops
-    included), at most ``max_degree`` nearest per row. Memory: E x 4 bytes + one block.
-    ``device``: None (numpy) or a torch device for the distance blocks."""
+    included), at most ``max_degree`` nearest per row. Memory: E x 4 bytes + one ``(chunk, M)``
+    block of at most :data:`~alcore.strategies._passes.BLOCK` floats (the chunk shrinks as M
+    grows) and its mask. ``device``: None (numpy) or a torch device for the distance blocks."""
+    chunk_size = int(max(64, min(chunk_size, BLOCK // max(X.shape[0], 1))))
     norms = sq_norms(X)
     if device is not None:
         return _radius_graph_torch(X, norms, np.float32(delta) ** 2, int(max_degree), chunk_size, device)
@@ -137,11 +141,12 @@ def radius_graph(
         inside = block <= r2
         deg = inside.sum(axis=1)
         over = np.flatnonzero(deg > max_degree)
-        if over.size:
-            inside[over] = False
-            nearest = np.argpartition(block[over], max_degree - 1, axis=1)[:, :max_degree]
-            inside[over[:, None], nearest] = True
-            deg[over] = max_degree
+        for o in np.array_split(over, -(-over.size // 256)) if over.size else ():
+            # a few rows at a time: argpartition returns an int64 index for every column
+            inside[o] = False
+            nearest = np.argpartition(block[o], max_degree - 1, axis=1)[:, :max_degree]
+            inside[o[:, None], nearest] = True
+        deg[over] = max_degree
         _, cols = np.nonzero(inside)
         parts.append(cols.astype(np.int32))
         counts[s + 1 : s + 1 + len(block)] = deg
