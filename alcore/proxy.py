@@ -35,6 +35,14 @@ class _MLP(nn.Module):
         return self.fc2(self.drop(self.embed(x)))
 
 
+def _as_tensor(x: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """``x`` as a float32 tensor on ``dev``: without a copy when it is a writable C-contiguous CPU
+    array (the tensor is only read), else a copy (read-only feature arrays, memmaps)."""
+    if dev.type == "cpu" and x.flags.writeable and x.flags.c_contiguous:
+        return torch.from_numpy(x)
+    return torch.tensor(x, device=dev)
+
+
 class ProxyMLP:
     """Proxy classifier on features, with scikit-learn manners.
 
@@ -152,7 +160,7 @@ class ProxyMLP:
         dev = next(self.net_.parameters()).device
         outs = []
         for s in range(0, len(X), chunk):
-            xb = torch.tensor(X[s : s + chunk], device=dev)  # a copy: feature arrays may be read-only
+            xb = _as_tensor(X[s : s + chunk], dev)
             out = self.net_.embed(xb) if fn == "embed" else torch.softmax(self.net_(xb), dim=1)
             outs.append(out.float().cpu().numpy())
         if not outs:

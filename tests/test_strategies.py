@@ -196,6 +196,31 @@ def test_context_probs_are_aligned_with_unlabeled_positions() -> None:
     assert ctx.embeddings().shape == (positions.size, N_DIM)
 
 
+def test_context_reads_nearly_unlabeled_chunks_in_place() -> None:
+    """A chunk of rows with a few labeled ones among them goes to the model as a slice of the
+    features (no gathered copy); the labeled rows' outputs are dropped, the rest is as gathered."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, N_DIM)).astype(np.float32)
+    labels = np.full(400, -1)
+    labels[[5, 150, 390]] = 1  # sparse labeled rows: dense chunks
+    labels[200:240] = 0  # a labeled block: the chunk around it is gathered
+    seen = []
+    base = make_context().model
+
+    class Spy:
+        def predict_proba(self, x):
+            seen.append(np.shares_memory(x, X))
+            return base.predict_proba(x)
+
+    ctx = SelectionContext(
+        pool_ids=np.arange(400), features=X, labels=labels, n_classes=N_CLASSES, model=Spy(), chunk_size=100
+    )
+    unl = ctx.unlabeled_positions()
+    np.testing.assert_allclose(ctx.probs(), base.predict_proba(X[unl]), rtol=1e-6)
+    # chunks of 100 unlabeled rows: 0-100 (row 5 labeled: a slice), 101-300 (the block: gathered), then slices
+    assert seen == [True, False, True, True]
+
+
 def test_context_checks_model_output_shape() -> None:
     class Wrong:
         def predict_proba(self, X: np.ndarray) -> np.ndarray:

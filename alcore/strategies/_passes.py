@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from alcore.strategies.base import DENSE_ROWS
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,8 +40,6 @@ __all__ = [
 
 #: Floats in one ``(chunk, k)`` distance block (64 MiB of float32).
 BLOCK = 1 << 24
-#: :func:`assign` of this fraction of the rows or more reads all of them in order and keeps the asked ones.
-DENSE_ROWS = 0.9
 #: k-means at scale: the Lloyd steps on the subsample cost this many passes over the rows...
 FIT_PASSES = 0.5
 #: ...in at most this many steps (fewer when the subsample must be larger)...
