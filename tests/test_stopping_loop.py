@@ -124,17 +124,20 @@ def test_a_process_killed_mid_round_resumes_to_the_same_decisions(project, tmp_p
     d = audited("resume", rounds=4, stop="stabilizing_predictions", stop_params={"threshold": 0.999})
     repo = Path(__file__).resolve().parents[1]
 
-    def child(fault: str, run_dir: Path) -> subprocess.CompletedProcess:
+    def start(fault: str, run_dir: Path) -> subprocess.Popen:
         args = [sys.executable, "-c", _CHILD, str(repo), fault, json.dumps(d), str(project), str(run_dir)]
-        return subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=300)
+        return subprocess.Popen(args, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    assert child("none", tmp_path / "whole").returncode == 0
-    r = child("bought", tmp_path / "split")
-    assert r.returncode == -9, r.stderr[-2000:]  # it was killed, not finished or failed
+    # the uninterrupted reference and the run to be killed side by side (separate run folders)
+    whole, killed = start("none", tmp_path / "whole"), start("bought", tmp_path / "split")
+    err_whole, err_killed = whole.communicate(timeout=300)[1], killed.communicate(timeout=300)[1]
+    assert whole.returncode == 0, err_whole[-2000:]
+    assert killed.returncode == -9, err_killed[-2000:]  # it was killed, not finished or failed
     mid = ExperimentState.load(tmp_path / "split" / "state.json")
     assert mid.round == 2 and 3 not in mid.records  # killed inside round 3, after round 2's save
-    r = child("none", tmp_path / "split")  # the same command again: it resumes
-    assert r.returncode == 0, r.stderr[-2000:]
+    again = start("none", tmp_path / "split")  # the same command again: it resumes
+    err = again.communicate(timeout=300)[1]
+    assert again.returncode == 0, err[-2000:]
 
     a = ExperimentState.load(tmp_path / "whole" / "state.json")
     b = ExperimentState.load(tmp_path / "split" / "state.json")
