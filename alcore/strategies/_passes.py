@@ -108,11 +108,12 @@ def assign(
         Ca[d] = np.einsum("ij,ij->i", C, C)
         xa = np.empty((min(step, M), d + 1), dtype=np.float32)
         xa[:, d] = 1.0
+        block = np.empty((min(step, M), k), dtype=np.float32)  # reused: a fresh one faults in its pages
         for s in range(0, M, step):
             xb = _take(X, rows, s, s + step)
             m = xb.shape[0]
             xa[:m, :d] = xb
-            D = xa[:m] @ Ca
+            D = np.matmul(xa[:m], Ca, out=block[:m])
             lab = D.argmin(axis=1)
             labels[s : s + m] = lab
             d2[s : s + m] = D[np.arange(m), lab] + np.einsum("ij,ij->i", xb, xb)
@@ -136,18 +137,20 @@ def group_means(
     X: np.ndarray, labels: np.ndarray, k: int, previous: np.ndarray, *, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Means of the rows of each label (``(k, d)`` float32) and the group sizes ``(k,)``; a group
-    with no row keeps its ``previous`` centre. One O(M x d) pass (sparse one-hot product)."""
-    from scipy import sparse
+    with no row keeps its ``previous`` centre. One O(M x d) pass (``index_add`` per chunk of rows,
+    summed in float32 in row order within a chunk, float64 across chunks)."""
+    import torch
 
     M = labels.size
     sums = np.zeros((k, previous.shape[1]), dtype=np.float64)
     step = 65536
+    part = torch.zeros((k, previous.shape[1]), dtype=torch.float32)
     for s in range(0, M, step):
-        lab = labels[s : s + step]
-        onehot = sparse.csr_matrix(
-            (np.ones(lab.size, dtype=np.float32), (lab, np.arange(lab.size))), shape=(k, lab.size)
-        )
-        sums += onehot @ _take(X, rows, s, s + step)
+        part.zero_()
+        lab = torch.from_numpy(np.ascontiguousarray(labels[s : s + step], dtype=np.int64))
+        xb = np.ascontiguousarray(_take(X, rows, s, s + step))
+        part.index_add_(0, lab, torch.from_numpy(xb) if xb.flags.writeable else torch.tensor(xb))
+        sums += part.numpy()
     counts = np.bincount(labels, minlength=k)
     means = np.asarray(previous, dtype=np.float32).copy()
     full = counts > 0
@@ -253,7 +256,8 @@ def fit_centres(
     order = np.argsort(pick, kind="stable")  # read the rows in file order, keep the random order
     src = pick[order] if rows is None else rows[pick[order]]
     Xs = np.empty((s, X.shape[1]), dtype=np.float32)
-    Xs[order] = X[src]
+    for b in range(0, s, 8192):  # in blocks: one fresh (s, d) array, not a second one to scatter from
+        Xs[order[b : b + 8192]] = X[src[b : b + 8192]]
     centers = Xs[seed_centres(Xs[: min(s, SEED_PER_CLUSTER * k)], k, rng, device=device)]
     labels = np.full(s, -1, dtype=np.int64)
     for _ in range(steps):
