@@ -120,6 +120,30 @@ def test_badge_partitioned_is_distinct_and_seeded() -> None:
     assert np.unique(a).size == 10
 
 
+def test_badge_with_max_candidates_scores_only_the_candidates() -> None:
+    """The proxy runs on the max_candidates rows only, and picks what it picks with every row's
+    probabilities and embedding cached (the former path)."""
+    X, _ = blobs(per=60)
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(5), size=len(X))
+    Xk = np.hstack([X, np.arange(len(X))[:, None]]).astype(np.float32)
+    labels = np.full(len(X), -1)
+    labels[::30] = 0
+    seen: list[int] = []
+
+    class Counting(EmbedScorer):
+        def predict_proba(self, X):
+            seen.append(len(X))
+            return super().predict_proba(X)
+
+    s = make_strategy("badge", partitions=2, max_candidates=70)
+    a = s.select(ctx_of(Xk, labels, Counting(probs)), 8, random_state=3)
+    assert sum(seen) == 70
+    cached = ctx_of(Xk, labels, EmbedScorer(probs))
+    cached.probs(), cached.embeddings()
+    np.testing.assert_array_equal(a, s.select(cached, 8, random_state=3))
+
+
 # -- BALD ------------------------------------------------------------------------------------
 
 

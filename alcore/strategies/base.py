@@ -380,6 +380,20 @@ class SelectionContext:
             self._cache["embeddings"] = self._run_model("embed", None)
         return self._cache["embeddings"]
 
+    def probs_at(self, idx: np.ndarray) -> np.ndarray:
+        """``probs()[idx]`` (``idx``: indices into the unlabeled rows), computed for those rows
+        only unless every row's are cached: a strategy that scores a sample of the pool pays for
+        the sample."""
+        if "probs" in self._cache:
+            return self._cache["probs"][idx]
+        return self._run_model("predict_proba", self.n_classes, self.unlabeled_positions()[idx])
+
+    def embeddings_at(self, idx: np.ndarray) -> np.ndarray:
+        """``embeddings()[idx]``, computed for those rows only unless every row's are cached."""
+        if "embeddings" in self._cache:
+            return self._cache["embeddings"][idx]
+        return self._run_model("embed", None, self.unlabeled_positions()[idx])
+
     def embeddings_of(self, positions: np.ndarray) -> np.ndarray:
         """``(len(positions), H)`` hidden activations of any rows (labeled ones too), uncached."""
         return self._run_model("embed", None, np.asarray(positions, dtype=np.int64))
