@@ -79,7 +79,7 @@ SCALE_CASES: list[tuple[str, str, dict[str, Any], str]] = [
 BOUNDS = {
     "gemm": "the proxy's GEMMs over U",
     "gemm_mc": "the proxy's GEMMs, T passes of the last layer",
-    "pass_embedding": "b passes over the (U, H) embedding",
+    "pass_embedding": "the proxy's GEMMs over the rows it scores + b passes over the (U, H) embedding",
     "pass_features": "b passes over the (N, D) features",
     "kmeans": "one assignment pass U x b",
     "typiclust": "one assignment pass N x k + one kNN pass in the clusters",
@@ -260,13 +260,13 @@ def lower_bound(kind: str, X, proxy, ctx, strat, b: int) -> float:
         step = max(256, min(16384, (1 << 24) // k))
         return timed(lambda: [(A[s : s + step] @ C.T).argmin(1) for s in range(0, len(A), step)])
 
-    def scoring(T: int = 1) -> float:
+    def scoring(T: int = 1, rows: int = U) -> float:
         W1 = proxy.net_.fc1.weight.detach().T.contiguous()
         W2 = proxy.net_.fc2.weight.detach().T.contiguous()
 
         def run() -> None:
             with torch.inference_mode():
-                for s in range(0, U, ctx.chunk_size):
+                for s in range(0, rows, ctx.chunk_size):
                     h = torch.from_numpy(X[s : s + ctx.chunk_size]) @ W1
                     for _ in range(T):
                         h @ W2
@@ -284,10 +284,13 @@ def lower_bound(kind: str, X, proxy, ctx, strat, b: int) -> float:
         return scoring(int(strat.n_samples))
     if kind in ("pass_embedding", "pass_features"):
         E = X if kind == "pass_features" else np.ascontiguousarray(proxy.embed(X))
-        rows = E.shape[0]
+        rows, scored = E.shape[0], U
         if getattr(strat, "partitions", 1) > 1:  # each pick scans one part of the candidates
-            rows = min(U, strat.max_candidates or U) / strat.partitions
-        return b * one_pass(E) * rows / E.shape[0]
+            scored = min(U, strat.max_candidates or U)
+            rows = scored / strat.partitions
+        # in the embedding, the proxy's forward over the rows it needs comes first
+        first = scoring(rows=int(scored)) if kind == "pass_embedding" else 0.0
+        return first + b * one_pass(E) * rows / E.shape[0]
     if kind == "kmeans":
         return assign_pass(X, b)
     if kind == "typiclust":
