@@ -221,6 +221,30 @@ def test_context_reads_nearly_unlabeled_chunks_in_place() -> None:
     assert seen == [True, False, True, True]
 
 
+def test_gathered_chunks_share_one_buffer_and_a_model_may_return_its_input() -> None:
+    """Scattered unlabeled rows are gathered chunk by chunk into one reused buffer; a model whose
+    embedding is its input (a view of that buffer) still gets every chunk's own rows back."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, N_DIM)).astype(np.float32)
+    labels = np.full(300, -1)
+    labels[::2] = 0  # every other row labeled: no chunk is dense, every chunk is gathered
+    inputs = []
+
+    class Identity:
+        def predict_proba(self, x):
+            return np.full((len(x), N_CLASSES), 1.0 / N_CLASSES)
+
+        def embed(self, x):
+            inputs.append(x)
+            return x
+
+    ctx = SelectionContext(
+        pool_ids=np.arange(300), features=X, labels=labels, n_classes=N_CLASSES, model=Identity(), chunk_size=40
+    )
+    np.testing.assert_array_equal(ctx.embeddings(), X[1::2])
+    assert len(inputs) == 4 and all(np.shares_memory(inputs[0], x) for x in inputs)  # one buffer
+
+
 def test_context_checks_model_output_shape() -> None:
     class Wrong:
         def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -96,7 +96,11 @@ def top_n(scores: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 
 @runtime_checkable
 class Scorer(Protocol):
-    """The proxy model, as a strategy sees it. The loop trains it; a strategy never does."""
+    """The proxy model, as a strategy sees it. The loop trains it; a strategy never does.
+
+    The ``X`` a method receives is read-only to it and lives only for the call: the context hands
+    over slices of the features or a buffer it reuses for the next chunk of rows (keep a copy,
+    never a reference)."""
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """``(n, D)`` features -> ``(n, C)`` class probabilities (rows sum to 1)."""
@@ -330,12 +334,21 @@ class SelectionContext:
         reduce = kwargs.pop("reduce", None)
         seeds = kwargs.pop("seeds", None)
         parts = []
+        buf: np.ndarray | None = None  # the gathered rows of every chunk: one array, its pages faulted in once
         for i, start in enumerate(range(0, positions.size, self.chunk_size)):
             rows = positions[start : start + self.chunk_size]
             if seeds is not None:
                 kwargs["random_state"] = int(seeds[i])
             span = _dense_span(rows) if method != "predict_proba_mc" else None
-            if span is None:
+            if span is None and isinstance(self.features, np.ndarray):
+                if buf is None:
+                    shape = (min(self.chunk_size, positions.size), self.features.shape[1])
+                    buf = np.empty(shape, dtype=self.features.dtype)
+                xb = np.take(self.features, rows, axis=0, out=buf[: rows.size], mode="clip")
+                out = np.asarray(fn(xb, **kwargs))
+                if np.may_share_memory(out, buf):  # a model that returns (a view of) its input
+                    out = out.copy()
+            elif span is None:
                 out = np.asarray(fn(np.asarray(self.features[rows]), **kwargs))
             else:  # a slice of nearly only these rows: read in place, the few others dropped after
                 out = np.asarray(fn(np.asarray(self.features[span]), **kwargs))
