@@ -87,7 +87,7 @@ def kmeans(
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means of the rows of ``X`` (``rows`` of them, or all): scikit-learn's exact ``KMeans`` while
     ``rows x k <= FULL_KMEANS_MAX_WORK``, else :func:`~alcore.strategies._passes.kmeans_large`
-    (one assignment pass plus half a pass of Lloyd steps on a subsample; on ``device`` when given).
+    (one assignment pass plus at most half a pass of Lloyd steps on a subsample; on ``device`` when given).
     Returns ``(k, d)`` float32 centres and ``(M,)`` int64 labels. Memory: O(M + k x d) beyond
     ``X`` (plus a subsample of ``X`` on the large path, the rows themselves on the exact one)."""
     from alcore.strategies._passes import kmeans_large

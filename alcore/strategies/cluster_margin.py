@@ -7,7 +7,7 @@ take one random member of each, round robin, until ``b`` are picked.
 Deviation: the paper clusters the whole pool once with hierarchical agglomerative clustering
 (average linkage), which needs O(N^2) memory; here the candidates are clustered each round with
 k-means, ``n_clusters`` (default ``b``) clusters: O(b x d) memory beyond the pool (scikit-learn's
-exact KMeans for small problems, else one assignment pass plus half a pass of Lloyd steps on a
+exact KMeans for small problems, else one assignment pass plus at most half a pass of Lloyd steps on a
 subsample, :func:`~alcore.strategies._passes.kmeans_large`). Lower bound of the whole: the
 scoring pass of the proxy over the unlabeled pool plus one assignment pass of the candidates.
 """

@@ -15,7 +15,7 @@ recomputing after each pick (removing one point barely moves its neighbours' sco
 
 Scale. Small problems (``N x clusters <= FULL_KMEANS_MAX_WORK``) use scikit-learn's exact KMeans
 and ``NearestNeighbors``. Larger ones use the passes of :mod:`~alcore.strategies._passes`: k-means
-as one assignment pass plus half a pass of Lloyd steps on a subsample, and the typicality from one
+as one assignment pass plus at most half a pass of Lloyd steps on a subsample, and the typicality from one
 Gram product per cluster (on the context's device when it names an accelerator). The work is then
 within a small factor of its lower bound: one assignment pass (``N x k x D``) plus one exact kNN
 pass inside the clusters (``sum_c m_c^2 x D``); ``bench/selection.py`` measures both.
