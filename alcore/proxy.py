@@ -166,7 +166,7 @@ class ProxyMLP:
         if not outs:
             width = self.hidden if fn == "embed" else self.n_classes_
             return np.empty((0, width), dtype=np.float32)
-        return np.concatenate(outs)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, C)``."""

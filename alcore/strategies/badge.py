@@ -177,10 +177,10 @@ class Badge(Strategy):
         max_candidates: draw this many unlabeled samples at random as candidates (None = all).
             Must be >= the batch size.
 
-    Memory: the ``(U_c, H)`` embedding and ``(U_c, C)`` probabilities of the ``U_c`` candidates
-    (the unlabeled pool, or ``max_candidates`` of it) plus O(U).
-    Time: the proxy's forward over the candidates, then ``n x U_c / partitions`` row-visits of
-    ``H + C`` floats.
+    Memory: the ``(U, H)`` embedding and ``(U, C)`` probabilities of the unlabeled pool (plain
+    BADGE) or of one part of the candidates at a time, plus O(U).
+    Time: the proxy's forward over the ``U_c`` candidates (the unlabeled pool, or
+    ``max_candidates`` of it), then ``n x U_c / partitions`` row-visits of ``H + C`` floats.
     """
 
     name = "badge"
@@ -203,14 +203,12 @@ class Badge(Strategy):
             return ctx.unlabeled_positions()[badge_select(probs, emb, n, rng, device=device)]
         m = U if self.max_candidates is None else min(U, max(n, int(self.max_candidates)))
         cand = rng.permutation(U)[:m]
-        # the proxy scores the candidates only (all of them when they are the whole pool)
-        rows = np.sort(cand)
-        probs, emb = ctx.probs_at(rows), ctx.embeddings_at(rows)
         parts = np.array_split(cand, min(int(self.partitions), n))
         budgets = [len(b) for b in np.array_split(np.arange(n), len(parts))]
         chosen = []
         for part, b in zip(parts, budgets, strict=True):
             part = np.sort(part)
-            at = np.searchsorted(rows, part)
-            chosen.append(part[badge_select(probs[at], emb[at], b, rng, device=device)])
+            # the proxy scores this part's candidates only, when the part is seeded
+            probs, emb = ctx.probs_at(part), ctx.embeddings_at(part)
+            chosen.append(part[badge_select(probs, emb, b, rng, device=device)])
         return ctx.unlabeled_positions()[np.concatenate(chosen)]

@@ -127,6 +127,9 @@ SMALL_POOL_VALUES = 1 << 20
 #: Rows that fill at least this fraction of the span between the first and the last are read as a
 #: slice of the features and the few others dropped after (model calls here, ``_passes.assign``).
 DENSE_ROWS = 0.9
+#: Most bytes of the rows one model call gets, for the calls whose outputs are per row (16 MiB:
+#: below glibc's largest mmap threshold, so the buffers are reused, not mapped afresh).
+GATHER_BYTES = 1 << 24
 
 
 def _threads_for(ctx: SelectionContext) -> AbstractContextManager[Any]:
@@ -165,7 +168,9 @@ class SelectionContext:
         n_classes: number of classes C >= 2.
         model: the fitted proxy, or None before any is trained.
         round: the round being selected for (1 = first).
-        chunk_size: rows per ``model.predict_proba`` / ``model.embed`` call.
+        chunk_size: rows per ``model.predict_proba_mc`` call (one seed each); per
+            ``predict_proba`` / ``embed`` call at most, and no more than :data:`GATHER_BYTES` of
+            feature rows.
         extras: per-sample side arrays by name, each ``(N,)`` aligned with ``pool_ids`` (e.g.
             ``"pretext_loss"``: the rotation pretext loss PT4AL sorts by).
         n_rounds: the number of rounds the loop will run, when known (PT4AL splits the pool
@@ -335,14 +340,19 @@ class SelectionContext:
         seeds = kwargs.pop("seeds", None)
         parts = []
         buf: np.ndarray | None = None  # the gathered rows of every chunk: one array, its pages faulted in once
-        for i, start in enumerate(range(0, positions.size, self.chunk_size)):
-            rows = positions[start : start + self.chunk_size]
+        step = self.chunk_size
+        if method != "predict_proba_mc" and isinstance(self.features, np.ndarray):
+            # per-row outputs: any chunking gives the same result; a gather buffer of at most
+            # GATHER_BYTES stays on the heap (glibc maps larger blocks afresh, page faults and all)
+            step = max(1, min(step, GATHER_BYTES // max(1, self.features.shape[1] * self.features.itemsize)))
+        for i, start in enumerate(range(0, positions.size, step)):
+            rows = positions[start : start + step]
             if seeds is not None:
                 kwargs["random_state"] = int(seeds[i])
             span = _dense_span(rows) if method != "predict_proba_mc" else None
             if span is None and isinstance(self.features, np.ndarray):
                 if buf is None:
-                    shape = (min(self.chunk_size, positions.size), self.features.shape[1])
+                    shape = (min(step, positions.size), self.features.shape[1])
                     buf = np.empty(shape, dtype=self.features.dtype)
                 xb = np.take(self.features, rows, axis=0, out=buf[: rows.size], mode="clip")
                 out = np.asarray(fn(xb, **kwargs))
