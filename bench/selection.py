@@ -555,9 +555,19 @@ def report(res: dict[str, Any]) -> None:
                 verdict = f"{tr:.1f}x, {mr:.1f}x"
                 goal = "yes" if tr >= 10 or mr >= 10 else "**no**"
             else:
-                finished = [s for s in PEERS[name] if s in row and "error" not in row[s]]
-                verdict = "no peer finished" if not finished else "-"
-                goal = "yes (no peer finished at equal limits)" if not finished and "error" not in ours else "-"
+                ran = [s for s in PEERS[name] if s in row and not row[s].get("error", "").startswith("not run")]
+                finished = [s for s in ran if "error" not in row[s]]
+                verdict = "no peer finished" if ran and not finished else "-"
+                if ran and not finished and "error" not in ours:  # what each stop says about the ratio
+                    said = []
+                    for side in ran:
+                        m = re.match(r"stopped: (?:> ([\d.]+) s|RSS > ([\d.]+) GiB)", row[side]["error"])
+                        if m and m.group(1):
+                            said.append(f"{side}: time > {float(m.group(1)) / ours['wall_s']:.1f}x")
+                        elif m:
+                            said.append(f"{side}: memory > {float(m.group(2)) * 1024 / max(ours['mem_mb'], 1):.1f}x")
+                    verdict += " (" + "; ".join(said) + ")" if said else ""
+                goal = "yes (no peer finished at equal limits)" if ran and not finished and "error" not in ours else "-"
             print(f"| {name} | {n} | " + " | ".join(cells) + f" | {verdict} | {goal} |")
         print("\nInputs: " + "; ".join(f"{k}: {v}" for k, v in PEER_SETUP.items()))
     if res.get("kmeans"):
