@@ -258,6 +258,17 @@ def test_context_checks_model_output_shape() -> None:
     with pytest.raises(ConfigError, match="returned shape"):
         ctx.probs()
 
+    class Short:  # one row short, on a chunk read in place (one labeled row: a dense span)
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            return np.full((len(X) - 1, N_CLASSES), 1 / N_CLASSES)
+
+    labels = np.full(50, -1)
+    labels[10] = 0
+    X = np.zeros((50, N_DIM), dtype=np.float32)
+    dense = SelectionContext(pool_ids=np.arange(50), features=X, labels=labels, n_classes=N_CLASSES, model=Short())
+    with pytest.raises(ConfigError, match="returned shape .* for 50 rows"):
+        dense.probs()
+
 
 def test_context_reads_memmap_features(tmp_path) -> None:
     ctx = make_context()

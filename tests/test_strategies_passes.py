@@ -129,6 +129,18 @@ def test_kmeans_large_fit_costs_at_most_fit_passes_with_many_clusters(monkeypatc
     assert not (fitted[:, None, :] == X[None]).all(-1).any(-1).all()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_nearest_members_is_the_smallest_distance_per_cluster_ties_by_rng(seed: int) -> None:
+    """The definition (sort every row by cluster, distance, random key; first of each cluster),
+    against the one-scatter path that sorts only the rows at their cluster's minimum."""
+    r = np.random.default_rng(seed)
+    labels = r.integers(0, 9, size=250)
+    d2 = (r.integers(0, 4, size=250) if seed % 2 else r.random(250)).astype(np.float32)  # ties when integral
+    order = np.lexsort((np.random.default_rng(seed).random(250), d2, labels))
+    first = np.concatenate([[True], labels[order][1:] != labels[order][:-1]])
+    np.testing.assert_array_equal(kmeans_mod.nearest_members(labels, d2, np.random.default_rng(seed)), order[first])
+
+
 def test_kmeans_large_with_more_clusters_than_distinct_rows() -> None:
     X = np.repeat(np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=np.float32), 40, axis=0)
     centers, labels = _passes.kmeans_large(X, 5, np.random.default_rng(2))

@@ -362,8 +362,16 @@ class SelectionContext:
                 out = np.asarray(fn(np.asarray(self.features[rows]), **kwargs))
             else:  # a slice of nearly only these rows: read in place, the few others dropped after
                 out = np.asarray(fn(np.asarray(self.features[span]), **kwargs))
-                if out.ndim == 2 and out.shape[0] == span.stop - span.start:
-                    out = out[rows - span.start]
+                given = span.stop - span.start
+                if out.ndim != 2 or out.shape[0] != given:
+                    raise ConfigError(
+                        problem(
+                            f"model.{method} returned shape {out.shape} for {given} rows",
+                            allowed=f"shape ({given}, {width if width else 'H'})",
+                            fix="check the model's output layer and the number of classes",
+                        )
+                    )
+                out = out[rows - span.start]
             if method == "predict_proba_mc":
                 if out.ndim != 3 or out.shape[1:] != (rows.size, width):
                     raise ConfigError(
