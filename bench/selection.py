@@ -558,7 +558,8 @@ def report(res: dict[str, Any]) -> None:
                 ran = [s for s in PEERS[name] if s in row and not row[s].get("error", "").startswith("not run")]
                 finished = [s for s in ran if "error" not in row[s]]
                 verdict = "no peer finished" if ran and not finished else "-"
-                if ran and not finished and "error" not in ours:  # what each stop says about the ratio
+                all_stopped = bool(ran) and not finished and "error" not in ours
+                if all_stopped:  # what each stop says about the ratio
                     said = []
                     for side in ran:
                         m = re.match(r"stopped: (?:> ([\d.]+) s|RSS > ([\d.]+) GiB)", row[side]["error"])
@@ -567,7 +568,7 @@ def report(res: dict[str, Any]) -> None:
                         elif m:
                             said.append(f"{side}: memory > {float(m.group(2)) * 1024 / max(ours['mem_mb'], 1):.1f}x")
                     verdict += " (" + "; ".join(said) + ")" if said else ""
-                goal = "yes (no peer finished at equal limits)" if ran and not finished and "error" not in ours else "-"
+                goal = "yes (no peer finished at equal limits)" if all_stopped else "-"
             print(f"| {name} | {n} | " + " | ".join(cells) + f" | {verdict} | {goal} |")
         print("\nInputs: " + "; ".join(f"{k}: {v}" for k, v in PEER_SETUP.items()))
     if res.get("kmeans"):

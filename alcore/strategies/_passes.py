@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from alcore.strategies.base import DENSE_ROWS
+from alcore.strategies.base import dense_span
 
 if TYPE_CHECKING:
     import torch
@@ -79,8 +79,9 @@ def assign(
     Args:
         X: ``(N, d)`` rows (a memmap is read chunk by chunk, never copied whole).
         C: ``(k, d)`` centres.
-        rows: ``(M,)`` indices of the rows of ``X`` to assign (None = all, in order). When they are
-            :data:`DENSE_ROWS` of ``X`` or more, every row is assigned in order and these are kept.
+        rows: ``(M,)`` indices of the rows of ``X`` to assign (None = all, in order). Increasing
+            rows that nearly fill their span (:func:`~alcore.strategies.base.dense_span`) are
+            assigned as that slice, and the others in it dropped.
         device: None (numpy) or a torch device.
 
     Returns:
@@ -90,11 +91,10 @@ def assign(
     Cost: ``M x k x d`` multiply-adds in ``(chunk, d+1) @ (d+1, k)`` GEMMs: the augmented column
     turns ``||c||^2 - 2 x.c`` into one product; an argmin per block; no other ``(chunk, k)`` pass.
     """
-    if rows is not None and rows.size >= DENSE_ROWS * X.shape[0] and rows.size > 0:
-        # nearly every row (a pool with few labeled): contiguous slices and a selection cost less
-        # than gathering the rows (a second copy of each chunk)
-        labels, d2 = assign(X, C, device=device)
-        return labels[rows], d2[rows]
+    span = None if rows is None else dense_span(rows)
+    if span is not None:  # contiguous slices and a selection cost less than gathering every chunk
+        labels, d2 = assign(X[span], C, device=device)
+        return labels[rows - span.start], d2[rows - span.start]
     M = X.shape[0] if rows is None else int(rows.size)
     C = np.asarray(C, dtype=np.float32)
     k, d = C.shape

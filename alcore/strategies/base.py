@@ -125,7 +125,7 @@ class MCScorer(Scorer, Protocol):
 #: OpenMP/BLAS thread hand-off costs more than the work (100x on a loaded 2-core machine).
 SMALL_POOL_VALUES = 1 << 20
 #: Rows that fill at least this fraction of the span between the first and the last are read as a
-#: slice of the features and the few others dropped after (model calls here, ``_passes.assign``).
+#: slice of the features and the few others dropped after (:func:`dense_span`).
 DENSE_ROWS = 0.9
 #: Most bytes of the rows one model call gets, for the calls whose outputs are per row (16 MiB:
 #: below glibc's largest mmap threshold, so the buffers are reused, not mapped afresh).
@@ -144,10 +144,10 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
-def _dense_span(rows: np.ndarray) -> slice | None:
+def dense_span(rows: np.ndarray) -> slice | None:
     """The slice ``rows[0] .. rows[-1]`` when ``rows`` (increasing) fill at least
-    :data:`DENSE_ROWS` of it: a model reads such a slice in place faster than a gathered copy of
-    the rows (a pool with few labeled rows). None otherwise."""
+    :data:`DENSE_ROWS` of it: a model or a pass reads such a slice in place faster than a gathered
+    copy of the rows (a pool with few labeled rows). None otherwise."""
     if rows.size < 2 or rows[-1] <= rows[0]:
         return None
     width = int(rows[-1] - rows[0]) + 1
@@ -341,7 +341,8 @@ class SelectionContext:
         parts = []
         buf: np.ndarray | None = None  # the gathered rows of every chunk: one array, its pages faulted in once
         step = self.chunk_size
-        if method != "predict_proba_mc" and isinstance(self.features, np.ndarray):
+        per_row = method != "predict_proba_mc"  # outputs per row (MC draws one seed per chunk)
+        if per_row and isinstance(self.features, np.ndarray):
             # per-row outputs: any chunking gives the same result; a gather buffer of at most
             # GATHER_BYTES stays on the heap (glibc maps larger blocks afresh, page faults and all)
             step = max(1, min(step, GATHER_BYTES // max(1, self.features.shape[1] * self.features.itemsize)))
@@ -349,7 +350,7 @@ class SelectionContext:
             rows = positions[start : start + step]
             if seeds is not None:
                 kwargs["random_state"] = int(seeds[i])
-            span = _dense_span(rows) if method != "predict_proba_mc" else None
+            span = dense_span(rows) if per_row else None
             if span is None and isinstance(self.features, np.ndarray):
                 if buf is None:
                     shape = (min(step, positions.size), self.features.shape[1])
@@ -415,15 +416,16 @@ class SelectionContext:
         """``probs()[idx]`` (``idx``: indices into the unlabeled rows), computed for those rows
         only unless every row's are cached: a strategy that scores a sample of the pool pays for
         the sample."""
-        if "probs" in self._cache:
-            return self._cache["probs"][idx]
-        return self._run_model("predict_proba", self.n_classes, self.unlabeled_positions()[idx])
+        return self._unlabeled_at("probs", "predict_proba", self.n_classes, idx)
 
     def embeddings_at(self, idx: np.ndarray) -> np.ndarray:
         """``embeddings()[idx]``, computed for those rows only unless every row's are cached."""
-        if "embeddings" in self._cache:
-            return self._cache["embeddings"][idx]
-        return self._run_model("embed", None, self.unlabeled_positions()[idx])
+        return self._unlabeled_at("embeddings", "embed", None, idx)
+
+    def _unlabeled_at(self, key: str, method: str, width: int | None, idx: np.ndarray) -> np.ndarray:
+        if key in self._cache:
+            return self._cache[key][idx]
+        return self._run_model(method, width, self.unlabeled_positions()[idx])
 
     def embeddings_of(self, positions: np.ndarray) -> np.ndarray:
         """``(len(positions), H)`` hidden activations of any rows (labeled ones too), uncached."""

@@ -44,6 +44,12 @@ from alcore.strategies.base import STRATEGIES, SelectionContext, Strategy
 __all__ = ["ProbCover", "delta_from_purity", "radius_graph", "probcover_select"]
 
 
+def _block_rows(chunk_size: int, m: int) -> int:
+    """Rows of one ``(rows, m)`` distance block: ``chunk_size``, fewer when the block would pass
+    :data:`~alcore.strategies._passes.BLOCK` floats (at least 64)."""
+    return int(max(64, min(chunk_size, BLOCK // max(m, 1))))
+
+
 def delta_from_purity(
     X: np.ndarray, pseudo: np.ndarray, purity: float = 0.95, chunk_size: int = CHUNK, *, device: Any = None
 ) -> float:
@@ -56,7 +62,7 @@ def delta_from_purity(
     Memory: one ``(chunk, M)`` float32 block of at most :data:`~alcore.strategies._passes.BLOCK`
     floats and its mask, plus O(M).
     """
-    chunk_size = int(max(64, min(chunk_size, BLOCK // max(X.shape[0], 1))))
+    chunk_size = _block_rows(chunk_size, X.shape[0])
     norms = sq_norms(X)
     if device is not None:
         d_other = _nearest_other_torch(X, norms, pseudo, chunk_size, device)
@@ -127,7 +133,7 @@ def radius_graph(
     included), at most ``max_degree`` nearest per row. Memory: E x 4 bytes + one ``(chunk, M)``
     block of at most :data:`~alcore.strategies._passes.BLOCK` floats (the chunk shrinks as M
     grows) and its mask. ``device``: None (numpy) or a torch device for the distance blocks."""
-    chunk_size = int(max(64, min(chunk_size, BLOCK // max(X.shape[0], 1))))
+    chunk_size = _block_rows(chunk_size, X.shape[0])
     norms = sq_norms(X)
     if device is not None:
         return _radius_graph_torch(X, norms, np.float32(delta) ** 2, int(max_degree), chunk_size, device)
