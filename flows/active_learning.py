@@ -40,8 +40,11 @@ def refuse_human(p: Params) -> None:
 
 
 @flow(name="active_learning", validate_parameters=True)
-def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: str = "runs") -> dict[str, Any]:
-    """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``)."""
+def active_learning(
+    params: Params, fresh: bool = False, root: str = ".", runs: str = "runs", final: bool = True
+) -> dict[str, Any]:
+    """Run (or resume) the experiment ``params.experiment.name`` (state under ``root/runs/NAME``);
+    ``final=False`` stops after the last round without training the final network."""
     rearm()  # SIGTERM / Ctrl-C stop it promptly (Prefect's own SIGTERM handler is in place now)
     p, L = params, Layout(Path(root), runs_dir=runs)
     refuse_human(p)
@@ -59,6 +62,6 @@ def active_learning(params: Params, fresh: bool = False, root: str = ".", runs: 
             )
         with ends_its_mlflow_run(lambda: learner.state):  # the report stage ends it when all went well
             warm_up()  # a one-time import is not a cost of any round
-            summary = learner.run()
+            summary = learner.run(final=final)
             log_summary(learner.state, run_id, summary)
         return summary

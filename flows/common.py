@@ -95,7 +95,7 @@ def log_round(st: ExperimentState, run_id: str, r: int) -> None:
         )
     if stop is not None:
         say(f"           stop rule {stop['rule']}: {'STOP' if stop['stop'] else 'go on'}: {stop['reason']}")
-    if trig.get("fired"):
+    if trig.get("fired") and trig.get("reextracted", True):  # fired, but the probe won: said by the round
         say(f"           realigned after round {r} ({trig['reason']}): features v{st.records[r]['version']}")
 
 
