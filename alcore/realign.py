@@ -130,15 +130,24 @@ class Decision:
 class Trigger(Extension):
     """Decides after each round whether ASVP should fine-tune and re-extract the features.
 
-    ``decide`` gets the labeled features on the *current* features and the history of earlier
-    decisions since the last realignment (a new feature version starts a new history).
+    ``decide`` gets the labeled features on the *current* features, the history of earlier
+    decisions since the last realignment (a new feature version starts a new history: indicators
+    of other features do not compare), and ``fired_at``: the label counts at which the trigger
+    fired before, in any feature version.
     """
 
     name: ClassVar[str]
     needs_features: ClassVar[bool] = True
 
     def decide(
-        self, *, round: int, n_labeled: int, X: np.ndarray | None, y: np.ndarray | None, history: list[dict[str, Any]]
+        self,
+        *,
+        round: int,
+        n_labeled: int,
+        X: np.ndarray | None,
+        y: np.ndarray | None,
+        history: list[dict[str, Any]],
+        fired_at: tuple[int, ...] = (),
     ) -> Decision:
         raise NotImplementedError
 
@@ -182,12 +191,16 @@ class Schedule(Trigger):
     def __init__(self, *, at: tuple[int, ...] | list[int] = (500,)) -> None:
         self.at = at
 
-    def decide(self, *, n_labeled: int, history: list[dict[str, Any]], **kw: Any) -> Decision:
+    def decide(
+        self, *, n_labeled: int, history: list[dict[str, Any]], fired_at: tuple[int, ...] = (), **kw: Any
+    ) -> Decision:
         at = sorted(int(a) for a in self.at)
         if any(a < 1 for a in at):
             raise ConfigError(problem(f"schedule at={self.at!r}", "label counts >= 1"))
         crossed = [a for a in at if a <= n_labeled]
-        done = max((h.get("n_labeled_at_fire", 0) for h in history if h.get("fired")), default=0)
+        # a count is done once fired, whatever features it fired on (a realignment starts a new history)
+        fires = [h.get("n_labeled_at_fire", 0) for h in history if h.get("fired")] + [int(n) for n in fired_at]
+        done = max(fires, default=0)
         due = [a for a in crossed if a > done]
         return Decision(bool(due), {"n_labeled": float(n_labeled)}, f"reached {due}" if due else "")
 

@@ -623,8 +623,20 @@ class ActiveLearner:
             if "trigger" in st.records[k]
             and st.records[k]["trigger"].get("version", st.records[k].get("version", 0)) == version
         ]
+        fired_at = [
+            int(st.records[k]["trigger"]["n_labeled_at_fire"])
+            for k in sorted(st.records)
+            if st.records[k].get("trigger", {}).get("fired")
+        ]
         d = self.steps.decide_realign(
-            p.al.trigger, p.al.trigger_params, self.features()["pool"], ids, labs, round=round, history=history
+            p.al.trigger,
+            p.al.trigger_params,
+            self.features()["pool"],
+            ids,
+            labs,
+            round=round,
+            history=history,
+            fired_at=fired_at,
         )
         d["version"] = version  # the feature version its indicators were measured on
         d["n_labeled_at_fire"] = len(ids) if d["fire"] else 0

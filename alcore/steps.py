@@ -389,12 +389,20 @@ def trigger_decision(
     *,
     round: int,
     history: list[dict[str, Any]],
+    fired_at: tuple[int, ...] | list[int] = (),
 ) -> dict[str, Any]:
-    """Ask the realignment trigger whether ASVP should realign now: ``{"fire", "reason", **indicators}``."""
+    """Ask the realignment trigger whether ASVP should realign now: ``{"fire", "reason", **indicators}``.
+    ``history``: this feature version's earlier decisions; ``fired_at``: the label counts of every
+    earlier fire of the run (:class:`alcore.realign.Trigger`)."""
     trig = make_trigger(trigger, **trigger_params)
     X = pool.X[pool.positions(np.asarray(ids, dtype=np.int64))] if trig.needs_features else None
     d = trig.decide(
-        round=round, n_labeled=len(ids), X=X, y=np.asarray(labels) if X is not None else None, history=history
+        round=round,
+        n_labeled=len(ids),
+        X=X,
+        y=np.asarray(labels) if X is not None else None,
+        history=history,
+        fired_at=tuple(int(n) for n in fired_at),
     )
     return {"fire": bool(d.fire), "reason": d.reason, **{k: float(v) for k, v in d.indicators.items()}}
 
@@ -698,11 +706,12 @@ def decide_realign(
     *,
     round: int,
     history: list[dict[str, Any]],
+    fired_at: tuple[int, ...] | list[int] = (),
     memory_budget: int | None = None,
 ) -> dict[str, Any]:
     """``{"fire": bool, "reason": str, <indicator>: float, ...}`` on the features ``features``."""
     pool = load_features(features["path"], memory_budget=memory_budget)
-    return trigger_decision(trigger, trigger_params, pool, ids, labels, round=round, history=history)
+    return trigger_decision(trigger, trigger_params, pool, ids, labels, round=round, history=history, fired_at=fired_at)
 
 
 def evaluate(

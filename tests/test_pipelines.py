@@ -60,11 +60,24 @@ def test_asvp_realigns_into_new_feature_files_and_keeps_the_labels(root):
     assert t["seconds_fine_tuning"] > 0 and t["seconds_reextraction"] > 0 and t["seconds_extraction"] > 0
 
 
-def test_asvp_keeps_its_features_when_fine_tuning_loses_to_the_probe(root):
+def test_asvp_schedule_realigns_once_per_count_across_feature_versions(root):
+    from flows.active_learning import active_learning
+
+    unguarded = {"mode": "lpft", "holdout": 0}  # the encoder always moves
+    p = _params("asvp-sched", "asvp", unguarded, trigger="schedule", trigger_params={"at": [10]})
+    active_learning(p, root=str(root), final=False)
+    st = ExperimentState.load(Layout(root).state("asvp-sched"))
+    assert len(st.versions) == 2  # once at 10 labels, not again on the new features
+    assert [st.records[r]["trigger"]["fired"] for r in (1, 2, 3)] == [True, False, False]
+
+
+def test_asvp_keeps_its_features_when_fine_tuning_loses_to_the_probe(root, capsys):
     from flows.active_learning import active_learning
 
     wrecked = {"mode": "ft", "backbone_lr": 5.0, "head_lr": 5.0}  # loses to the probe on held-out labels
     active_learning(_params("asvp-lp", "asvp", wrecked, trigger="every_round"), root=str(root))
+    out = capsys.readouterr().out
+    assert "no realignment after round 1" in out and "realigned after round" not in out
     st = ExperimentState.load(Layout(root).state("asvp-lp"))
     assert len(st.versions) == 1  # nothing re-extracted: the encoder did not move
     for r in (1, 2):
@@ -78,10 +91,10 @@ def test_asvp_with_trigger_never_selects_like_svpp(root):
     from flows.active_learning import active_learning
 
     active_learning(_params("svpp", "svpp"), root=str(root))
-    active_learning(_params("asvp-never", "asvp", trigger="never"), root=str(root))
-    a = ExperimentState.load(Layout(root).state("svpp")).labels
-    b = ExperimentState.load(Layout(root).state("asvp-never")).labels
-    np.testing.assert_array_equal(a.labeled_round, b.labeled_round)
+    active_learning(_params("asvp-never", "asvp", trigger="never"), root=str(root), final=False)
+    a, b = (ExperimentState.load(Layout(root).state(n)) for n in ("svpp", "asvp-never"))
+    np.testing.assert_array_equal(a.labels.labeled_round, b.labels.labeled_round)
+    assert a.final is not None and b.final is None  # final=False: the rounds, no final network
 
 
 def test_standard_fine_tunes_and_scores_every_round(root):

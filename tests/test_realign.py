@@ -82,6 +82,16 @@ def test_schedule_fires_once_per_count():
     assert fired == [False, False, True, False, False, True, False]
 
 
+def test_schedule_remembers_a_count_fired_on_earlier_features():
+    # a realignment starts a new feature version and so an empty history: fired_at still knows
+    t = make_trigger("schedule", at=[30, 60])
+    kw = {"X": None, "y": None, "history": []}
+    assert t.decide(round=3, n_labeled=30, **kw).fire
+    assert not t.decide(round=4, n_labeled=40, fired_at=(30,), **kw).fire
+    assert t.decide(round=6, n_labeled=60, fired_at=(30,), **kw).fire
+    assert not t.decide(round=7, n_labeled=70, fired_at=(30, 60), **kw).fire
+
+
 def test_logme_drop_and_ped_gap_fire_on_their_indicators():
     F, y = _blobs(3.0)
     t = make_trigger("logme_drop", tolerance=0.0, min_labels=10)
