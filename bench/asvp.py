@@ -34,6 +34,7 @@ Usage (run alone: compute seconds are part of the result)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -211,10 +212,11 @@ def sweep(name: str, cfg: dict[str, Any], args: argparse.Namespace, work: Path) 
         stage(base, root=str(root))
     out = []
     for seed in args.seeds:
-        for i, spec in enumerate(args.sweep_triggers):
+        for spec in args.sweep_triggers:
             trig, tp = parse_trigger(spec)
             d = json.loads(json.dumps(cfg))
-            d["experiment"].update(name=f"{cfg['experiment']['name']}-sweep{i}-s{seed}", seed=seed)
+            tag = hashlib.sha1(spec.encode()).hexdigest()[:8]  # one run per trigger, whatever the list
+            d["experiment"].update(name=f"{cfg['experiment']['name']}-{trig}-{tag}-s{seed}", seed=seed)
             d["al"].update(pipeline="asvp", trigger=trig, trigger_params=tp, evaluate_every_round=False)
             if trig == "every_round":
                 d["al"]["max_realignments"] = args.rounds
