@@ -15,9 +15,12 @@ SimCLR on the pool).
 Each runs the ``compare`` flow (pipelines x seeds, the final network tested at every budget) and
 prints its tables, the compute ratios Standard/ASVP and Standard/SVPp, and the goals:
 ASVP within 1 point of Standard AL at every budget with >= 5x less compute, and ASVP at least as
-accurate as SVPp at the final budget. ``--mode`` is the networks' ``train.mode`` (``ft``: Standard
-AL fine-tunes the whole network every round, as in the paper; ``auto``: the recipe, which keeps
-the probe unless fine-tuning beats it on held-out labels, about 3x the fine-tuning work).
+accurate as SVPp at the final budget; with ``--baselines``, LogisticRegression on the frozen
+features of the same ids and of random ids, and the network on random ids. ``--mode`` and
+``--holdout`` set every network's ``train.mode`` and ``train.holdout`` (default ``ft`` and 0:
+Standard AL fine-tunes the whole network every round, as in the paper; ``--holdout 0.2`` or
+``--mode auto`` add the recipe's guard against the probe, 2-3x the fine-tuning work). Last run:
+``docs/bench/asvp_lite0.md``.
 
 ``--sweep`` calibrates the trigger first: the ASVP pipeline alone (no network per budget) with each
 trigger of ``--sweep-triggers`` (``logme_drop`` tolerances, ``ped_gap`` thresholds, ``schedule``,
@@ -26,8 +29,8 @@ accuracy per budget and the final network's.
 
 Usage (run alone: compute seconds are part of the result)::
 
-    uv run python bench/asvp.py --settings fmnist cifar --seeds 0 --mode ft     # about an hour on 2 CPU cores
-    uv run python bench/asvp.py --sweep --settings fmnist --seeds 0 --mode ft   # the trigger sweep
+    uv run python bench/asvp.py --settings fmnist cifar --seeds 0 --baselines   # about 75 minutes on 2 CPU cores
+    uv run python bench/asvp.py --sweep --settings fmnist --seeds 0             # the trigger sweep (about 25 minutes)
     uv run python bench/asvp.py --settings fmnist-r20 cifar-simclr              # the earlier ResNet-20 settings
 """
 
@@ -256,7 +259,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| trigger | realigned at (labels) | fine-tune + re-extract s | compute s | "
         + " | ".join(f"proxy @{b}" for b in show)
-        + " | final network |"
+        + " | proxy, mean of every budget | final network |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for spec, rs in by.items():
@@ -266,7 +269,83 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
             f"| {spec} | {'; '.join(','.join(map(str, r['realigned_at'])) or '-' for r in rs)} | {ft:.0f} | "
             f"{np.mean([r['compute_seconds'] for r in rs]):.0f} | "
             + " | ".join(f"{100 * prox[b]:.1f}" for b in show)
+            + f" | {100 * np.mean([pt['accuracy'] for r in rs for pt in r['proxy_curve']]):.2f}"
             + f" | {100 * np.mean([r['final_accuracy'] for r in rs]):.1f} |".replace("nan", "-")
+        )
+    return "\n".join(lines)
+
+
+def baselines(name: str, cfg: dict[str, Any], args: argparse.Namespace, root: Path) -> str:
+    """The obvious baselines on the same data, as a markdown table: LogisticRegression on the
+    frozen features (standardised) of the ids each run bought at each budget and of random ids
+    (``--lr-seeds``), and the same network recipe on random ids at the last budget
+    (``--random-seeds``: one fine-tune each, through the flow)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from alcore.config import parse_params
+    from alcore.features import read_features
+    from alcore.layout import Layout
+    from alcore.run_state import ExperimentState
+    from alcore.steps import load_data
+    from flows.active_learning import active_learning
+
+    p = parse_params(cfg)
+    ds = load_data(p.data)
+    pool, test = (read_features(root / "features" / f"{s}.parquet") for s in ("pool", "test"))
+    truth = dict(zip(np.asarray(ds.pool.ids).tolist(), np.asarray(ds.pool.labels).tolist(), strict=True))
+    truth_t = dict(zip(np.asarray(ds.test.ids).tolist(), np.asarray(ds.test.labels).tolist(), strict=True))
+    y, yt = np.array([truth[int(i)] for i in pool.ids]), np.array([truth_t[int(i)] for i in test.ids])
+
+    def lr(rows: np.ndarray) -> float:
+        m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(pool.X[rows], y[rows])
+        return 100 * float((m.predict(test.X) == yt).mean())
+
+    runs = Layout(root, runs_dir="compare/runs")
+    curves = {}
+    for d in sorted((root / "compare" / "runs").iterdir()):
+        st = ExperimentState.load(runs.state(d.name))
+        L = st.labels
+        ids, rnd = L.pool_ids[L.labeled_round > 0], L.labeled_round[L.labeled_round > 0]
+        pl, seed = d.name.split("-")[-3], d.name.split("-")[-1]
+        curves[f"{pl} {seed}"] = [
+            (int((rnd <= r).sum()), lr(pool.positions(ids[rnd <= r]))) for r in range(1, rnd.max() + 1)
+        ]
+    budgets = [n for n, _ in next(iter(curves.values()))]
+    rand = {
+        b: [lr(np.random.default_rng(s).choice(len(pool.ids), b, replace=False)) for s in args.lr_seeds]
+        for b in budgets
+    }
+    cols = sorted(curves)
+    lines = [
+        f"LogisticRegression on the frozen features ({name}): the ids of each run, and random ids "
+        f"(seeds {args.lr_seeds})\n",
+        "| labels | " + " | ".join(cols) + " | random ids |",
+        "|---:|" + "---:|" * (len(cols) + 1),
+    ]
+    for k, b in enumerate(budgets):
+        lines.append(
+            f"| {b} | "
+            + " | ".join(f"{curves[c][k][1]:.1f}" for c in cols)
+            + f" | {np.mean(rand[b]):.1f} ± {np.std(rand[b]):.1f} |"
+        )
+    if args.random_seeds:
+        acc = []
+        for seed in args.random_seeds:
+            d = json.loads(json.dumps(cfg))
+            d["experiment"].update(name=f"{cfg['experiment']['name']}-random{budgets[-1]}-s{seed}", seed=seed)
+            d["al"].update(
+                pipeline="svpp", strategy="random", initial=budgets[-1], rounds=1, evaluate_every_round=False
+            )
+            q = parse_params(d)
+            active_learning(q, root=str(root), runs="baseline/runs")
+            acc.append(100 * ExperimentState.load(Layout(root, runs_dir="baseline/runs").state_of(q)).final["accuracy"])
+        lines.append(
+            f"\nThe network on {budgets[-1]} random labels (seeds {args.random_seeds}): "
+            + ", ".join(f"{a:.1f}" for a in acc)
+            + f"; {np.mean(acc):.1f} ± {np.std(acc):.1f}"
         )
     return "\n".join(lines)
 
@@ -296,6 +375,11 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="calibrate the trigger: the ASVP pipeline alone per trigger")
     ap.add_argument("--sweep-triggers", nargs="+", default=list(SWEEP))
     ap.add_argument("--sweep-final", action="store_true", help="the sweep also trains and tests a final network")
+    ap.add_argument("--baselines", action="store_true", help="after the compare: LogisticRegression and random ids")
+    ap.add_argument("--lr-seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="--baselines: random ids for LR")
+    ap.add_argument(
+        "--random-seeds", nargs="*", type=int, default=[0, 1, 2], help="--baselines: the network on random ids"
+    )
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a new temporary one)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     args = ap.parse_args()
@@ -343,6 +427,8 @@ def main() -> int:
             "tables": (root / "reports" / "compare" / "tables.md").read_text(),
             "goals": goals(summary),
         }
+        if args.baselines:
+            results[name]["baselines"] = baselines(name, cfg, args, root)
         (args.out / "asvp.json").write_text(json.dumps(results, indent=2, default=str))
 
     print("\n" + "=" * 100)
@@ -351,6 +437,8 @@ def main() -> int:
         print(r["tables"])
         for g in r["goals"]:
             print("- " + g)
+        if "baselines" in r:
+            print("\n" + r["baselines"])
     print(f"\nresults: {args.out / 'asvp.json'}; plots: {work}/<setting>/reports/compare/*.png")
     return 0
 
