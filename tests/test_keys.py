@@ -70,6 +70,7 @@ VALUES: dict[str, tuple[Any, Any]] = {
     "trigger": ("logme_drop", "ped_gap"),
     "trigger_params": ({}, {"tolerance": 0.1}),
     "history": ([], [{"logme": 1.0, "version": 0}]),
+    "fired_at": ([], [500]),
     "cfg": (PretextCfg(), PretextCfg(epochs=2)),
     "build_encoder.encoder": (EncoderCfg(), EncoderCfg(arch="cifar_resnet8")),
     "pretext_losses.encoder": (A, B),
