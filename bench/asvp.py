@@ -199,13 +199,28 @@ def parse_trigger(spec: str) -> tuple[str, dict[str, Any]]:
     return name, json.loads(params) if params else {}
 
 
-def sweep(name: str, cfg: dict[str, Any], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """The ASVP pipeline alone with each trigger of ``--sweep-triggers`` (module docstring)."""
-    from alcore.compare import run_record
+def run_variant(
+    cfg: dict[str, Any], root: Path, runs: str, name: str, seed: int, *, final: bool = True, **al: Any
+) -> Any:
+    """Run ``cfg`` as experiment ``name`` with seed ``seed`` and ``al`` overridden, through the
+    ``active_learning`` flow (state under ``root/runs``); its state."""
     from alcore.config import parse_params
     from alcore.layout import Layout
     from alcore.run_state import ExperimentState
     from flows.active_learning import active_learning
+
+    d = json.loads(json.dumps(cfg))
+    d["experiment"].update(name=name, seed=seed)
+    d["al"].update(al)
+    p = parse_params(d)
+    active_learning(p, root=str(root), runs=runs, final=final)
+    return ExperimentState.load(Layout(root, runs_dir=runs).state_of(p))
+
+
+def sweep(name: str, cfg: dict[str, Any], args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """The ASVP pipeline alone with each trigger of ``--sweep-triggers`` (module docstring)."""
+    from alcore.compare import run_record
+    from alcore.config import parse_params
     from flows.pipeline import encoder, features, prepare, pretext
 
     root = work / name
@@ -217,17 +232,23 @@ def sweep(name: str, cfg: dict[str, Any], args: argparse.Namespace, work: Path) 
     for seed in args.seeds:
         for spec in args.sweep_triggers:
             trig, tp = parse_trigger(spec)
-            d = json.loads(json.dumps(cfg))
             tag = hashlib.sha1(spec.encode()).hexdigest()[:8]  # one run per trigger, whatever the list
-            d["experiment"].update(name=f"{cfg['experiment']['name']}-{trig}-{tag}-s{seed}", seed=seed)
-            d["al"].update(pipeline="asvp", trigger=trig, trigger_params=tp, evaluate_every_round=False)
-            if trig == "every_round":
-                d["al"]["max_realignments"] = args.rounds
-            p = parse_params(d)
+            cap = {"max_realignments": args.rounds} if trig == "every_round" else {}
             print(f"\n== sweep {name} seed {seed}: {spec}", flush=True)
             t0 = time.perf_counter()
-            active_learning(p, root=str(root), runs="sweep/runs", final=args.sweep_final)
-            st = ExperimentState.load(Layout(root, runs_dir="sweep/runs").state_of(p))
+            st = run_variant(
+                cfg,
+                root,
+                "sweep/runs",
+                f"{cfg['experiment']['name']}-{trig}-{tag}-s{seed}",
+                seed,
+                final=args.sweep_final,
+                pipeline="asvp",
+                trigger=trig,
+                trigger_params=tp,
+                evaluate_every_round=False,
+                **cap,
+            )
             rec = run_record("asvp", "margin", seed, st)
             fired = [
                 {"round": r, "labels": int(st.records[r]["trigger"].get("n_labeled_at_fire", 0))}
@@ -287,17 +308,15 @@ def baselines(name: str, cfg: dict[str, Any], args: argparse.Namespace, root: Pa
 
     from alcore.config import parse_params
     from alcore.features import read_features
+    from alcore.idtable import IdIndex
     from alcore.layout import Layout
     from alcore.run_state import ExperimentState
     from alcore.steps import load_data
-    from flows.active_learning import active_learning
 
-    p = parse_params(cfg)
-    ds = load_data(p.data)
+    ds = load_data(parse_params(cfg).data)
     pool, test = (read_features(root / "features" / f"{s}.parquet") for s in ("pool", "test"))
-    truth = dict(zip(np.asarray(ds.pool.ids).tolist(), np.asarray(ds.pool.labels).tolist(), strict=True))
-    truth_t = dict(zip(np.asarray(ds.test.ids).tolist(), np.asarray(ds.test.labels).tolist(), strict=True))
-    y, yt = np.array([truth[int(i)] for i in pool.ids]), np.array([truth_t[int(i)] for i in test.ids])
+    y = np.asarray(ds.pool.labels)[IdIndex(ds.pool.ids).positions(pool.ids)]
+    yt = np.asarray(ds.test.labels)[IdIndex(ds.test.ids).positions(test.ids)]
 
     def lr(rows: np.ndarray) -> float:
         m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(pool.X[rows], y[rows])
@@ -334,14 +353,19 @@ def baselines(name: str, cfg: dict[str, Any], args: argparse.Namespace, root: Pa
     if args.random_seeds:
         acc = []
         for seed in args.random_seeds:
-            d = json.loads(json.dumps(cfg))
-            d["experiment"].update(name=f"{cfg['experiment']['name']}-random{budgets[-1]}-s{seed}", seed=seed)
-            d["al"].update(
-                pipeline="svpp", strategy="random", initial=budgets[-1], rounds=1, evaluate_every_round=False
+            st = run_variant(
+                cfg,
+                root,
+                "baseline/runs",
+                f"{cfg['experiment']['name']}-random{budgets[-1]}-s{seed}",
+                seed,
+                pipeline="svpp",
+                strategy="random",
+                initial=budgets[-1],
+                rounds=1,
+                evaluate_every_round=False,
             )
-            q = parse_params(d)
-            active_learning(q, root=str(root), runs="baseline/runs")
-            acc.append(100 * ExperimentState.load(Layout(root, runs_dir="baseline/runs").state_of(q)).final["accuracy"])
+            acc.append(100 * st.final["accuracy"])
         lines.append(
             f"\nThe network on {budgets[-1]} random labels (seeds {args.random_seeds}): "
             + ", ".join(f"{a:.1f}" for a in acc)
