@@ -150,7 +150,14 @@ def main() -> int:
         print(
             f"\n## {setting}: pool {len(prep['pool'])}, test {len(prep['test'])}, budgets {budgets}, seeds {args.seeds}"
         )
-        results = {b: [one(prep, b, s, args) for s in args.seeds] for b in budgets}
+        results: dict[int, list[dict[str, Any]]] = {b: [] for b in budgets}
+        for b in budgets:
+            for s in args.seeds:
+                results[b].append(one(prep, b, s, args))
+                done = ", ".join(
+                    f"{m} {100 * r['accuracy']:.1f}% {r['seconds']:.0f}s" for m, r in results[b][-1].items()
+                )
+                print(f"  {b} labels, seed {s}: {done}", flush=True)
         head = "| labels | " + " | ".join(f"{m} acc % | {m} s" for m in args.methods) + " |"
         print("\n" + head + "\n|---:|" + "---:|---:|" * len(args.methods))
         for b in budgets:
