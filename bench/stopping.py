@@ -199,6 +199,9 @@ RULES: list[tuple[str, str, dict[str, Any]]] = [
     ("plateau[1pt,q90]", "plateau", {"min_gain": 1.0, "quantile": 0.9}),
 ]
 
+#: Not rules: the oracles themselves on the reserve's true labels (the noise floor of table 3).
+FLOOR = ("floor: best on the reserve's truth", "floor: value-best on the reserve's truth")
+
 
 def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     from alcore.forecast import fit_learning_curve
@@ -272,6 +275,11 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
         # the same fit on the true curve: the forecast's error when the estimates were exact
         tc = fit_learning_curve(labels[: t + 1], acc[: t + 1], se=np.full(t + 1, 0.005), n_boot=50, random_state=0)
         fc[frac]["true_curve"] = tc.labels_to(target).labels
+        # the floor: every reserve label known (the most an audit can know), its binomial error as se
+        a_r = acc_res[: t + 1]
+        se_r = np.sqrt(np.clip(a_r * (1 - a_r), 1e-4, None) / len(y_res))
+        rc = fit_learning_curve(labels[: t + 1], a_r, se=se_r, n_boot=50, random_state=0)
+        fc[frac]["reserve_curve"] = rc.labels_to(target).labels
     out["forecast"] = {"target": target, "true_labels": true_n, "at": fc}
     # the stop rules on the loop's history
     best = best_stop_round(acc)
@@ -291,6 +299,12 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
             kw["value_per_point"] = value_per_point
         rules[name] = make_stop_rule(rule, **kw)
     stops: dict[str, dict[str, Any]] = {}
+
+    def stop_at(t: int, reason: str) -> dict[str, Any]:
+        row = {"round": t, "spent": int(spent[t]), "acc": float(acc[t]), "from_best": t - best}
+        row.update(from_value_best=t - value_best, value_lost=float(net[value_best] - net[t]), reason=reason)
+        return row
+
     for t, r in enumerate(rounds):  # one context per round (its curve fitted once), every rule asked
         ctx, _ = _ctx(st, p, r)
         for name, rule in rules.items():
@@ -298,10 +312,14 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
                 continue
             d = rule.decide(ctx)
             if d.stop or t == len(rounds) - 1:
-                reason = d.reason if d.stop else "never stopped: " + d.reason
-                stops[name] = {"round": t, "spent": int(spent[t]), "acc": float(acc[t]), "from_best": t - best}
-                stops[name].update(from_value_best=t - value_best, value_lost=float(net[value_best] - net[t]))
-                stops[name]["reason"] = reason
+                stops[name] = stop_at(t, d.reason if d.stop else "never stopped: " + d.reason)
+    # The noise floor: the same two oracles, told every true label of the reserve (the most an audit
+    # of it could ever know) instead of the test set's. They differ from the test oracles only by
+    # which images judge the same models, so no rule that sees the reserve can do better than them.
+    t_res = best_stop_round(acc_res)
+    stops[FLOOR[0]] = stop_at(t_res, f"the reserve's true accuracy stops gaining > 1 pt after round {t_res + 1}")
+    t_val = int(np.argmax(100 * acc_res * value_per_point - usd))
+    stops[FLOOR[1]] = stop_at(t_val, f"the value on the reserve's true accuracy peaks at round {t_val + 1}")
     out["best"] = {"round": best, "spent": int(spent[best]), "acc": float(acc[best])}
     out["value_best"] = {"round": value_best, "value_per_point": value_per_point}
     out["stops"] = stops
@@ -494,9 +512,9 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
     print("\n#### 2. Forecast of the labels to the final accuracy - 1 pt")
     print(
         "| made at | seed | target | true labels | forecast (audit) | error | its 90% interval | covers | "
-        "forecast (true curve) | error |"
+        "forecast (true curve) | error | forecast (the reserve's truth) | error |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|---:|")
     for frac in ("0.25", "0.5"):
         for r in results:
             f = r["forecast"]
@@ -505,6 +523,7 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
 
             fa, ea = _shown(a["forecast"], tl)
             ft, et = _shown(a["true_curve"], tl)
+            fr, er = _shown(a["reserve_curve"], tl) if "reserve_curve" in a else ("-", "-")
             iv, cv = "-", "-"
             if a.get("interval") is not None:
                 lo, hi = a["interval"]
@@ -512,7 +531,7 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
                 cv = "yes" if lo <= tl <= hi else "no"
             print(
                 f"| {100 * float(frac):.0f}% ({a['made_at']} labels) | {r['seed']} | {100 * f['target']:.1f}% | "
-                f"{tl:,.0f} | {fa} | {ea} | {iv} | {cv} | {ft} | {et} |"
+                f"{tl:,.0f} | {fa} | {ea} | {iv} | {cv} | {ft} | {et} | {fr} | {er} |"
             )
     print("\n#### 2b. Forecast of what the rest of the budget buys (points of accuracy)")
     print("| made at | seed | forecast gain (90% interval) | true gain (test) | error (pts) | covered |")
@@ -542,12 +561,22 @@ def report(setting: str, results: list[dict[str, Any]], audit: dict[str, Any]) -
         + f"{results[0]['value_best']['value_per_point']:.0f} - dollars spent peaks): "
         + ", ".join(f"seed {r['seed']}: round {r['value_best']['round'] + 1}" for r in results)
     )
+    if FLOOR[0] in results[0]["stops"]:
+        print(
+            "the same two on the reserve's true accuracy (the floor): "
+            + ", ".join(
+                f"seed {r['seed']}: round {r['stops'][FLOOR[0]]['round'] + 1} and {r['stops'][FLOOR[1]]['round'] + 1}"
+                for r in results
+            )
+        )
     print(
         "| rule | labels spent (train + audit) | acc at stop | rounds from best (mean abs) | within 1 round "
         "| stops before best | rounds from value-best (mean abs) | within 1 round of it | value lost ($) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, _, _ in RULES:
+    for name in [n for n, _, _ in RULES] + list(FLOOR):
+        if name not in results[0]["stops"]:
+            continue  # results saved before the floor rows existed
         s = [r["stops"][name] for r in results]
         d = np.array([x["from_best"] for x in s])
         dv = np.array([x["from_value_best"] for x in s])
