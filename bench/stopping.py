@@ -18,12 +18,15 @@ Reported, per setting and over the seeds:
 1. the loop's own estimate against the true test accuracy, and the interval's coverage of it (also
    with the test set's own sampling noise added);
 2. the forecast of the labels to reach a target (the final true accuracy - 1 point), made at 25%
-   and 50% of the budget, against the true labels to it, and (2b) the forecast gain of the rest of
-   the budget against the true gain;
+   and 50% of the budget, against the true labels to it (also fitted to the test curve, and to the
+   reserve's every true label: the floor of any audit of it), and (2b) the forecast gain of the rest
+   of the budget against the true gain;
 3. per stop rule: labels spent (training + audit), the true accuracy at the stop, the distance in
    rounds to the oracle's best stopping point (the first round after which no later round gains
    more than 1 point: :func:`alcore.stopping.best_stop_round`), and to the round where the value
-   (points x the cost-aware rule's $ a point - dollars spent) peaks, with the value lost.
+   (points x the cost-aware rule's $ a point - dollars spent) peaks, with the value lost; and the
+   floor: both oracles on the reserve's true accuracy instead of the test set's (no rule that sees
+   the reserve can be nearer).
 
 Settings (:data:`SETTINGS`): ``fmnist`` (Fashion-MNIST, 5,000 pool / 10,000 test) and ``cifar`` (the
 CIFAR-10 subset, 5,085 / 1,017), both with the default backbone EfficientNet-Lite0 at 48 px; 100
