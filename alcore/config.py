@@ -381,6 +381,9 @@ class TrainCfg(_Model):
     semi_threshold: float = Field(0.95, gt=0, le=1, description="FixMatch's confidence mask")
     semi_lambda_u: float = Field(1.0, ge=0)
     semi_switch: float = Field(0.3, ge=0, le=1, description="as3l: prior-guided targets for this fraction of steps")
+    semi_head_init: Literal["random", "probe"] = Field(
+        "random", description="fixmatch / as3l: the head starts at random or at the labeled set's linear probe"
+    )
     as3l_runs: int = Field(5, ge=1, description="as3l: k-means runs behind f_fine")
     as3l_epochs: int = Field(30, ge=1, description="as3l: epochs of the linear layer giving f_fine")
     prior_temperature: float = Field(0.1, gt=0, description="as3l: softness of the prior confidence")
@@ -422,6 +425,7 @@ class TrainCfg(_Model):
             lambda_u=self.semi_lambda_u,
             switch=self.semi_switch,
             augment=self.augment,
+            head_init=self.semi_head_init,
         )
 
 

@@ -13,6 +13,9 @@ unlabeled image gives ``p``; the loss on its strong view is the cross entropy to
   ``normalise(onehot(prior) + p)`` for every unlabeled image, weighted by the prior's
   confidence when ``weight_by_confidence``; then plain FixMatch.
 
+The head starts at random (``head_init="random"``, FixMatch's recipe) or at the converged linear
+probe on the labeled images' frozen features (``"probe"``, as LP-FT does for supervised fine-tuning).
+
 Weak augmentation: random shifts (and flips where the data allow). Strong: SimCLR's augmentation
 (random resized crop, colour jitter, grayscale). SGD with nesterov momentum and FixMatch's cosine
 decay ``lr cos(7 pi k / 16 K)``. The labels of unlabeled images are never read: only ``positions``
@@ -35,7 +38,7 @@ from tqdm.auto import tqdm
 from alcore.datasets.base import Split
 from alcore.device import autocast, resolve_device
 from alcore.errors import ConfigError, problem
-from alcore.training import Classifier, TrainResult, _augment
+from alcore.training import Classifier, TrainResult, _augment, fit_linear_probe
 
 __all__ = ["SemiConfig", "train_semi"]
 
@@ -55,6 +58,7 @@ class SemiConfig:
     switch: float = 0.3
     weight_by_confidence: bool = False
     augment: str = "crop"
+    head_init: str = "random"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +73,8 @@ class SemiConfig:
             bad.append(f"threshold={self.threshold} (0, 1], switch={self.switch} [0, 1], lambda_u={self.lambda_u}")
         if self.augment not in ("none", "crop", "crop_flip"):
             bad.append(f"augment={self.augment!r} (none, crop, crop_flip)")
+        if self.head_init not in ("random", "probe"):
+            bad.append(f"head_init={self.head_init!r} (random, probe)")
         if bad:
             raise ConfigError(
                 problem("semi-supervised training got " + "; ".join(bad), fix="set train.semi_* in params.yaml")
@@ -131,6 +137,11 @@ def train_semi(
         torch.manual_seed(int(random_state))
         model = Classifier(copy.deepcopy(encoder), n_classes).to(dev).train()
     preprocess = model.encoder.config.preprocess
+    if cfg.head_init == "probe":  # start from the converged linear probe on the labeled images' features
+        from alcore.features import extract_features
+
+        Z = extract_features(encoder, pool.subset(positions), batch_size=256, device=dev, progress=False)
+        fit_linear_probe(Z, labels, n_classes).set_head(model.head)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
     )

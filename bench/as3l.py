@@ -73,6 +73,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
         semi_batch_size=args.batch,
         semi_mu=args.mu,
         augment=args.augment,
+        semi_head_init=args.head_init,
     )
     rng = np.random.default_rng(derive_seed(seed, "random-labels", budget))
     out: dict[str, Any] = {}
@@ -154,6 +155,7 @@ def main() -> int:
     ap.add_argument("--mu", type=int, default=2, help="unlabeled images per labeled one")
     ap.add_argument("--ft-epochs", type=int, default=15)
     ap.add_argument("--augment", default="crop")
+    ap.add_argument("--head-init", default="random", choices=["random", "probe"], help="train.semi_head_init")
     args = ap.parse_args()
     for setting in args.settings:
         t_setting = time.perf_counter()

@@ -183,8 +183,27 @@ def test_semi_training_modes_learn_and_switch() -> None:
     assert [h["step"] for h in fm.history if "test_accuracy" in h] == [3.0, 6.0, 8.0]
 
 
+def test_semi_head_starts_at_the_probe_when_asked() -> None:
+    from alcore.encoders import create_encoder
+    from alcore.features import extract_features
+    from alcore.training import fit_linear_probe
+
+    data = _digits_data()
+    enc = create_encoder("cifar_resnet8", input_size=16)
+    pos, labels = np.arange(30), np.asarray(data.pool.labels)[:30]
+    probe = fit_linear_probe(extract_features(enc, data.pool.subset(pos), device="cpu", progress=False), labels, 10)
+    heads = {}
+    for init in ("probe", "random"):  # lr ~ 0: the head after one step is the head it started from
+        cfg = SemiConfig(steps=1, batch_size=8, mu=2, lr=1e-12, head_init=init)
+        res = train_semi(enc, data.pool, pos, labels, n_classes=10, config=cfg, device="cpu", progress=False)
+        heads[init] = res.model.head.weight.detach().numpy()
+    np.testing.assert_allclose(heads["probe"], probe.weight, atol=1e-6)
+    assert not np.allclose(heads["random"], probe.weight, atol=1e-3)
+
+
 @pytest.mark.parametrize(
-    "bad", [dict(steps=0), dict(threshold=0.0), dict(switch=1.5), dict(augment="rotate"), dict(lr=-1.0)]
+    "bad",
+    [dict(steps=0), dict(threshold=0.0), dict(switch=1.5), dict(augment="rotate"), dict(lr=-1.0), dict(head_init="x")],
 )
 def test_semi_config_errors_are_named(bad: dict) -> None:
     with pytest.raises(ConfigError, match="semi-supervised"):
