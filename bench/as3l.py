@@ -74,6 +74,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
         semi_mu=args.mu,
         augment=args.augment,
         semi_head_init=args.head_init,
+        semi_lr=args.lr,
     )
     rng = np.random.default_rng(derive_seed(seed, "random-labels", budget))
     out: dict[str, Any] = {}
@@ -156,6 +157,7 @@ def main() -> int:
     ap.add_argument("--ft-epochs", type=int, default=15)
     ap.add_argument("--augment", default="crop")
     ap.add_argument("--head-init", default="random", choices=["random", "probe"], help="train.semi_head_init")
+    ap.add_argument("--lr", type=float, default=0.03, help="train.semi_lr")
     args = ap.parse_args()
     for setting in args.settings:
         t_setting = time.perf_counter()
