@@ -106,7 +106,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
         t0 = time.perf_counter()
         rec: dict[str, Any] = {"classes_covered": int(np.unique(labs).size)}
         if method in ("e_random_lr", "f_as3l_lr"):  # the obvious baseline: a linear model on the frozen features
-            rows = IdIndex(pool.ids).positions(ids)
+            rows = pool.positions(ids)
             lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(pool.X[rows], labs)
             rec["accuracy"] = float((lr.predict(test.X) == test_y).mean())
         elif method == "a_random_sup":

@@ -289,7 +289,11 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     label_usd_round = BATCH * p.oracle.price_per_label
     # the cost-aware rule's own oracle: the round where (points x value of a point - dollars spent) peaks
     value_per_point = 10 * label_usd_round
-    net = 100 * acc * value_per_point - usd
+
+    def value(a: np.ndarray) -> np.ndarray:
+        return 100 * a * value_per_point - usd
+
+    net = value(acc)
     value_best = int(np.argmax(net))
     rules = {}
     for name, rule, kw in RULES:
@@ -321,7 +325,7 @@ def analyse(setting: str, seed: int, audit: dict[str, Any]) -> dict[str, Any]:
     # which images judge the same models, so no rule that sees the reserve can do better than them.
     t_res = best_stop_round(acc_res)
     stops[FLOOR[0]] = stop_at(t_res, f"the reserve's true accuracy stops gaining > 1 pt after round {t_res + 1}")
-    t_val = int(np.argmax(100 * acc_res * value_per_point - usd))
+    t_val = int(np.argmax(value(acc_res)))
     stops[FLOOR[1]] = stop_at(t_val, f"the value on the reserve's true accuracy peaks at round {t_val + 1}")
     out["best"] = {"round": best, "spent": int(spent[best]), "acc": float(acc[best])}
     out["value_best"] = {"round": value_best, "value_per_point": value_per_point}
