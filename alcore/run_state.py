@@ -40,13 +40,26 @@ __all__ = [
 STATE_VERSION = 1
 
 
+# Options added after experiments were saved, each with the value that does what alcore did
+# before it existed. At that value an option is left out of the digest, so an upgrade does not
+# orphan the experiments it finds (their states were digested without it); any other value is
+# another experiment. Add an option here only if its default changes nothing that was computed.
+ADDED_AT_OLD_BEHAVIOUR: dict[tuple[str, str], Any] = {
+    ("train", "semi_head_init"): "random",
+}
+
+
 def experiment_digest(p: Any) -> str:
     """What an experiment's labels depend on: its parameters, less what may change while it goes
     on (the device, progress bars, compare settings, the human oracle's hand-off, and where and how
     the work runs: the feature runner, shards, memory budget and work pools; and the accuracy the
-    forecast prices, ``al.audit.target``, which changes no label bought)."""
+    forecast prices, ``al.audit.target``, which changes no label bought), and less the options of
+    ``ADDED_AT_OLD_BEHAVIOUR`` left at the value that reproduces the states saved before them."""
     d = p.model_dump(mode="json", exclude={"compare", "labeling", "orchestration"})
     d["al"]["audit"].pop("target", None)
+    for (section, name), old in ADDED_AT_OLD_BEHAVIOUR.items():
+        if d[section].get(name) == old:
+            del d[section][name]
     d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
     d["features"] = {"batch_size": d["features"]["batch_size"]}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -80,3 +80,23 @@ def test_where_the_work_runs_does_not_change_the_experiment():
     )
     assert experiment_digest(base) == experiment_digest(moved)
     assert experiment_digest(base) != experiment_digest(parse_params({"features": {"batch_size": 64}}))
+
+
+def test_an_option_added_later_keeps_saved_experiments_resumable():
+    """A state saved before ``train.semi_head_init`` existed was digested without it: at its old
+    behaviour (``random``) the digest is the one the older alcore wrote; ``probe`` is another
+    experiment. The older digest is computed here as that alcore did, from the dump less the field."""
+    import hashlib
+    import json
+
+    from alcore.run_state import experiment_digest
+
+    base = parse_params({})
+    d = base.model_dump(mode="json", exclude={"compare", "labeling", "orchestration"})
+    d["al"]["audit"].pop("target", None)
+    d["experiment"] = {k: v for k, v in d["experiment"].items() if k not in ("device", "progress")}
+    d["features"] = {"batch_size": d["features"]["batch_size"]}
+    assert d["train"].pop("semi_head_init") == "random"
+    before = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert experiment_digest(base) == before
+    assert experiment_digest(parse_params({"train": {"semi_head_init": "probe"}})) != before
