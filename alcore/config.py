@@ -335,7 +335,8 @@ class LabelingCfg(_Model):
 
 class TrainCfg(_Model):
     """The real network (:mod:`alcore.training`): LP solved to convergence, FT / LP-FT counted in
-    optimiser steps and held to their probe on held-out labels, ``auto`` chosen on that evidence."""
+    optimiser steps and held to their probe on held-out labels, ``auto`` chosen on that evidence;
+    FixMatch / AS3L (:mod:`alcore.semi`) held to the probe the same way."""
 
     mode: Literal["auto", "lp", "ft", "lpft", "fixmatch", "as3l"] = Field(
         "auto",
@@ -363,7 +364,7 @@ class TrainCfg(_Model):
         0.2,
         ge=0,
         le=0.5,
-        description="fraction of the labels a fold holds out to check fine-tuning against its probe (0: off)",
+        description="fraction of the labels a fold holds out to check ft / lpft / fixmatch / as3l against the probe (0: off)",
     )
     min_holdout: int = Field(40, ge=1, description="fewer held-out labels in one fold: more folds (k-fold)")
     auto_modes: list[Literal["lpft", "ft"]] = Field(

@@ -13,6 +13,14 @@ unlabeled image gives ``p``; the loss on its strong view is the cross entropy to
   ``normalise(onehot(prior) + p)`` for every unlabeled image, weighted by the prior's
   confidence when ``weight_by_confidence``; then plain FixMatch.
 
+**The guard** (:func:`semi_guard`, what ``train.holdout > 0`` asks of every mode): on Lite0 a linear
+probe on AS3L's own labeled ids scored as much as the AS3L network or more (up to 9 points on the
+CIFAR-10 subset at 40 labels, ``docs/bench/as3l_lite0.md``), so a semi-supervised mode, like ``ft``,
+must beat the probe on held-out labels (the same folds and paired rule as
+:func:`alcore.training.train_classifier`) or the probe is handed over. Each fold trains the mode
+again on the rest of the labels (AS3L's priors recomputed from them), so the guard costs one run a
+fold; with one label per class nothing can be held out and the probe is kept.
+
 The head starts at random (``head_init="random"``, FixMatch's recipe) or at the converged linear
 probe on the labeled images' frozen features (``"probe"``, as LP-FT does for supervised fine-tuning).
 
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,9 +47,18 @@ from tqdm.auto import tqdm
 from alcore.datasets.base import Split
 from alcore.device import autocast, resolve_device
 from alcore.errors import ConfigError, problem
-from alcore.training import Classifier, TrainResult, _augment, fit_linear_probe
+from alcore.training import (
+    Classifier,
+    TrainConfig,
+    TrainResult,
+    _augment,
+    choose_mode,
+    evidence_folds,
+    fit_linear_probe,
+    predict_proba,
+)
 
-__all__ = ["SemiConfig", "train_semi"]
+__all__ = ["SemiConfig", "semi_guard", "train_semi"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ def train_semi(
     progress: bool = True,
     callback: Callable[[int, torch.nn.Module], dict[str, float]] | None = None,
     callback_every: int = 0,
+    desc: str | None = None,
 ) -> TrainResult:
     """Train a fresh :class:`~alcore.training.Classifier` from ``encoder`` on the labeled rows
     ``positions`` of ``pool`` (with ``labels``) and every other row of ``pool`` as unlabeled data.
@@ -105,6 +124,7 @@ def train_semi(
         callback: called as ``callback(steps_done, model)`` (model in eval mode, switched back
             after) every ``callback_every`` steps and at the end; what it returns is added to
             the history (e.g. a test accuracy for a learning curve).
+        desc: the progress bar's label (default: the mode).
 
     Returns:
         :class:`~alcore.training.TrainResult` with mode ``"as3l"`` (priors) or ``"fixmatch"``.
@@ -151,7 +171,11 @@ def train_semi(
     switch_step = int(cfg.switch * cfg.steps) if priors is not None else 0
     history: list[dict[str, float]] = []
     with tqdm(
-        total=cfg.steps, desc="fixmatch" if priors is None else "as3l", unit="step", leave=False, disable=not progress
+        total=cfg.steps,
+        desc=desc or ("fixmatch" if priors is None else "as3l"),
+        unit="step",
+        leave=False,
+        disable=not progress,
     ) as bar:
         for step in range(cfg.steps):
             li = torch.randint(0, positions.size, (cfg.batch_size,), generator=gen)
@@ -217,3 +241,85 @@ def train_semi(
         "steps": cfg.steps,
     }
     return TrainResult(model=model.to("cpu"), mode=mode, history=history)
+
+
+def semi_guard(
+    fit: Callable[[np.ndarray, np.ndarray, int, str], Classifier],
+    encoder: torch.nn.Module,
+    pool: Split,
+    positions: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_classes: int,
+    mode: str,
+    config: TrainConfig,
+    device: str | torch.device = "auto",
+    random_state: int = 0,
+) -> tuple[str, dict[str, Any]]:
+    """Whether the semi-supervised ``mode`` beats the linear probe on held-out labels (module
+    docstring, "the guard"): ``(chosen, evidence)``, ``chosen`` being ``mode`` or ``"lp"``.
+
+    Args:
+        fit: ``fit(positions, labels, seed, desc)`` trains ``mode`` on those labeled rows of
+            ``pool`` (every other row unlabeled) and returns the network; called once a fold.
+        config: the guard's settings: ``holdout`` (> 0), ``min_holdout``, ``auto_margin`` and the
+            probe's ``lp_C`` / ``lp_max_iter``.
+
+    Returns:
+        The evidence in :func:`alcore.training.train_classifier`'s form (``rule``, ``folds``,
+        ``held_out``, ``candidates`` with each one's held-out accuracy, the mode's wins and losses
+        against the probe, and seconds), without the final fit's fields.
+    """
+    from alcore.features import extract_features
+    from alcore.seeding import derive_seed
+
+    if config.holdout <= 0:
+        raise ConfigError(problem("the semi-supervised guard with train.holdout=0", "holdout in (0, 0.5]"))
+    t0 = time.perf_counter()
+    positions = np.asarray(positions, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    ev: dict[str, Any] = {"requested": mode, "n_labeled": len(labels)}
+    folds = evidence_folds(
+        labels,
+        holdout=config.holdout,
+        min_holdout=config.min_holdout,
+        rng=np.random.default_rng(derive_seed(random_state, "semi-guard", "folds")),
+    )
+    if not folds:
+        ev.update(rule="no class has two labels, so none can be held out: the probe", seconds_evidence=0.0)
+        return "lp", ev
+    dev = resolve_device(device)
+    Z = extract_features(encoder, pool.subset(positions), batch_size=256, device=dev, progress=False)
+    every = np.arange(len(labels))
+    right: dict[str, list[np.ndarray]] = {"lp": [], mode: []}
+    seconds = {"lp": 0.0, mode: 0.0}
+    for i, held in enumerate(folds):
+        train = np.setdiff1d(every, held)
+        t = time.perf_counter()
+        probe = fit_linear_probe(Z[train], labels[train], n_classes, C=config.lp_C, max_iter=config.lp_max_iter)
+        right["lp"].append(probe.predict_proba(Z[held]).argmax(1) == labels[held])
+        seconds["lp"] += time.perf_counter() - t
+        t = time.perf_counter()
+        net = fit(
+            positions[train],
+            labels[train],
+            derive_seed(random_state, "semi-guard", i),
+            f"{mode} evidence, fold {i + 1}/{len(folds)}",
+        )
+        right[mode].append(predict_proba(net, pool.subset(positions[held]), device=dev).argmax(1) == labels[held])
+        seconds[mode] += time.perf_counter() - t
+    flat = {m: np.concatenate(r) for m, r in right.items()}
+    chosen, paired = choose_mode(flat, margin=config.auto_margin)
+    ev.update(
+        rule=(
+            f"the probe unless {mode} gets more held-out labels right than it loses against the probe, "
+            f"by more than {config.auto_margin:g} x sqrt(wins + losses)"
+        ),
+        folds=len(folds),
+        held_out=int(sum(len(h) for h in folds)),
+        candidates={
+            m: {"accuracy": float(flat[m].mean()), "seconds": seconds[m], **paired.get(m, {})} for m in ("lp", mode)
+        },
+        seconds_evidence=time.perf_counter() - t0,
+    )
+    return chosen, ev

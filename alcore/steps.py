@@ -344,28 +344,16 @@ def train_network(
     priors: Priors | None = None,
 ) -> Any:
     """Train the real network on the labeled ids, from ``encoder``: supervised (``lp`` / ``ft`` /
-    ``lpft``, or ``auto``, each held to its linear probe on held-out labels; the model's
-    ``training_record`` says which mode won and why), or semi-supervised on the whole pool
-    (``fixmatch``; ``as3l`` with ``priors``, computed by :func:`as3l_priors` when not given)."""
+    ``lpft``, or ``auto``), or semi-supervised on the whole pool (``fixmatch``; ``as3l`` with
+    ``priors``, computed by :func:`as3l_priors` when not given). Every mode but ``lp`` is held to
+    its linear probe on held-out labels when ``cfg.holdout > 0`` (the semi-supervised ones by
+    :func:`alcore.semi.semi_guard`); the model's ``training_record`` says which mode won and why."""
     pos = IdIndex(data.pool.ids).positions(ids, where="the pool")
     labels = np.asarray(labels, dtype=np.int64)
     if mode in SEMI_MODES:
-        from alcore.semi import train_semi
-
-        if mode == "as3l" and priors is None:
-            priors = as3l_priors(encoder, data, pos, labels, cfg, seed=seed, device=device, progress=progress)
-        return train_semi(
-            encoder,
-            data.pool,
-            pos,
-            labels,
-            n_classes=data.n_classes,
-            priors=(priors.labels, priors.confidence) if priors is not None and mode == "as3l" else None,
-            config=cfg.semi_config(),
-            device=device,
-            random_state=seed,
-            progress=progress,
-        ).model
+        return _train_semi_network(
+            encoder, data, pos, labels, cfg, mode=mode, seed=seed, device=device, progress=progress, priors=priors
+        )
     return train_classifier(
         encoder,
         data.pool,
@@ -659,6 +647,80 @@ def label(oracle: OracleCfg, data: DataCfg, data_fingerprint: str, ids: np.ndarr
     """The oracle's answers for ``ids``: ``{"ids": [...], "labels": [...]}`` (a human may answer fewer)."""
     batch = make_oracle_for(oracle, load_data(data), seed=seed).query(np.asarray(ids, dtype=np.int64))
     return {"ids": np.asarray(batch.ids).tolist(), "labels": np.asarray(batch.labels).tolist()}
+
+
+def _train_semi_network(
+    encoder: Any,
+    data: Dataset,
+    pos: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainCfg,
+    *,
+    mode: str,
+    seed: int,
+    device: str,
+    progress: bool,
+    priors: Priors | None,
+) -> Any:
+    """:func:`train_network` for ``fixmatch`` / ``as3l``: the guard's folds (AS3L's priors from
+    each fold's own labels, so no held-out label reaches its training), then the final fit on
+    every label (with ``priors`` when given), or the probe when the mode did not beat it."""
+    import time
+
+    from alcore.semi import semi_guard, train_semi
+
+    def fit(p: np.ndarray, y: np.ndarray, s: int, desc: str | None = None, pri: Priors | None = None) -> Any:
+        if mode == "as3l" and pri is None:
+            pri = as3l_priors(encoder, data, p, y, cfg, seed=s, device=device, progress=progress)
+        return train_semi(
+            encoder,
+            data.pool,
+            p,
+            y,
+            n_classes=data.n_classes,
+            priors=(pri.labels, pri.confidence) if pri is not None and mode == "as3l" else None,
+            config=cfg.semi_config(),
+            device=device,
+            random_state=s,
+            progress=progress,
+            desc=desc,
+        ).model
+
+    tcfg = cfg.train_config()
+    if tcfg.holdout == 0:
+        model = fit(pos, labels, seed, pri=priors)
+        model.training_record["rule"] = "holdout=0: semi-supervised without the guard"
+        return model
+    chosen, ev = semi_guard(
+        fit,
+        encoder,
+        data.pool,
+        pos,
+        labels,
+        n_classes=data.n_classes,
+        mode=mode,
+        config=tcfg,
+        device=device,
+        random_state=seed,
+    )
+    t = time.perf_counter()
+    if chosen == "lp":
+        model = train_classifier(
+            encoder,
+            data.pool,
+            pos,
+            labels,
+            n_classes=data.n_classes,
+            mode="lp",
+            config=tcfg,
+            device=device,
+            progress=False,
+        ).model
+    else:
+        model = fit(pos, labels, seed, f"{mode} on {len(labels)} labels", pri=priors)
+    ev.update(mode=chosen, steps=0 if chosen == "lp" else cfg.semi_steps, seconds_final=time.perf_counter() - t)
+    model.training_record = ev
+    return model
 
 
 def fine_tune(

@@ -10,6 +10,9 @@ the same labels, each trained from that encoder, and two linear baselines:
   (d) AS3L one-shot selection + FixMatch without priors
   (e), (f) the obvious baseline: LogisticRegression on the frozen features (standardised) of the
       random ids of (a, b) and of AS3L's ids of (c, d)
+  (g) (c) held to its linear probe as the library trains it (``train.holdout`` 0.2,
+      :func:`alcore.semi.semi_guard`): AS3L again on each evidence fold, and the probe handed over
+      unless AS3L beats it on the held-out labels; when AS3L wins, its network is (c)'s
 
 plus two cheap read-outs of (c): the accuracy of the priors themselves on the pool (evaluation
 only: the bench knows the truth, the method never reads it) and a proxy MLP trained on the priors
@@ -41,7 +44,15 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import selfsup  # noqa: E402  (the sibling bench: same options, same cached encoder)
 
-METHODS = ("a_random_sup", "b_random_fixmatch", "c_as3l", "d_as3l_fixmatch", "e_random_lr", "f_as3l_lr")
+METHODS = (
+    "a_random_sup",
+    "b_random_fixmatch",
+    "c_as3l",
+    "d_as3l_fixmatch",
+    "e_random_lr",
+    "f_as3l_lr",
+    "g_as3l_guarded",
+)
 
 
 def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, Any]:
@@ -109,6 +120,16 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
             rows = pool.positions(ids)
             lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(pool.X[rows], labs)
             rec["accuracy"] = float((lr.predict(test.X) == test_y).mean())
+        elif method == "g_as3l_guarded":  # the library's as3l mode, guard included (priors timed, as in c)
+            priors = as3l_priors(enc, data, pos, labs, cfg, seed=seed, device="cpu")
+            model = train_network(
+                enc, data, ids, labs, cfg, mode="as3l", seed=seed, device="cpu", progress=False, priors=priors
+            )
+            ev = model.training_record
+            rec.update(accuracy=evaluate(model, data.test, device="cpu")["accuracy"], chosen=ev["mode"])
+            if "candidates" in ev:
+                c = ev["candidates"]["as3l"]
+                rec["evidence"] = f"{ev['held_out']} held out, +{c['wins']}/-{c['losses']} vs lp"
         elif method == "a_random_sup":
             model = train_network(enc, data, ids, labs, cfg, mode="lpft", seed=seed, device="cpu", progress=False)
             rec["accuracy"] = evaluate(model, data.test, device="cpu")["accuracy"]
@@ -141,7 +162,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
             rec["curve"] = [(int(h["step"]), h["test_accuracy"]) for h in points]
             rec["accuracy"] = points[-1]["test_accuracy"]
         rec["seconds"] = time.perf_counter() - t0 - rec.get("prior_baseline_seconds", 0.0)
-        if method.startswith(("c_", "d_", "f_")):
+        if method.startswith(("c_", "d_", "f_", "g_")):
             rec["seconds"] += t_select
         out[method] = rec
     return out
@@ -184,6 +205,14 @@ def main() -> int:
                 sec = np.array([r[m]["seconds"] for r in results[b]])
                 cells.append(f"{acc.mean():.1f}±{acc.std():.1f} | {sec.mean():.0f}")
             print(f"| {b} | " + " | ".join(cells) + " |")
+        if "g_as3l_guarded" in args.methods:
+            print("\nthe guard (g): what it handed over, per seed")
+            for b in budgets:
+                got = "; ".join(
+                    f"{r['g_as3l_guarded']['chosen']} ({r['g_as3l_guarded'].get('evidence', 'no fold')})"
+                    for r in results[b]
+                )
+                print(f"  {b:>3} labels: {got}")
         if "c_as3l" in args.methods:
             print("\npriors (c): accuracy on the pool (evaluation only), and a proxy trained on them alone:")
             for b in budgets:

@@ -2,7 +2,10 @@
 
 One round: the one-shot selection (strategy ``as3l``) picks all ``labels`` samples at once, the
 oracle labels them, and the final network is trained with ``train.mode=as3l`` (prior-guided
-FixMatch; the priors are written beside the network as ``net-K.priors.parquet``). The stages
+FixMatch; the priors are written beside the network as ``net-K.priors.parquet``), held to its
+linear probe on held-out labels when ``train.holdout > 0`` (:func:`alcore.semi.semi_guard`: the
+probe is handed over unless AS3L beats it; with one label per class nothing can be held out and
+the probe is kept; ``train.holdout: 0`` trains AS3L's network unconditionally). The stages
 before (prepare, encoder, features) and the report are the pipeline's own. It also measures the
 cheap baseline: a proxy MLP trained on the prior pseudo-labels of the whole pool.
 

@@ -219,3 +219,89 @@ def test_semi_refuses_bad_priors_and_a_fully_labeled_pool() -> None:
         train_semi(enc, data.pool, [0], [1], n_classes=10, priors=(np.zeros(3, dtype=int), np.ones(3)))
     with pytest.raises(ConfigError, match="no unlabeled"):
         train_semi(enc, data.pool, np.arange(len(data.pool)), data.pool.labels, n_classes=10)
+
+
+def test_semi_guard_hands_over_the_probe_unless_the_mode_beats_it() -> None:
+    """The guard's choice follows the held-out evidence: a 'mode' that saw every label (so it gets
+    the held-out ones right) beats the probe; one with a random head loses to it."""
+    from alcore.encoders import create_encoder
+    from alcore.features import extract_features
+    from alcore.semi import semi_guard
+    from alcore.training import Classifier, TrainConfig, fit_linear_probe
+
+    data = _digits_data()
+    enc = create_encoder("cifar_resnet8", input_size=16)
+    pos, labels = np.arange(40), np.asarray(data.pool.labels)[:40]
+    Z = extract_features(enc, data.pool.subset(pos), device="cpu", progress=False)
+    calls = []
+
+    def knows_all(p, y, s, desc):  # a head fitted on every label, held-out ones included
+        calls.append((p.size, desc))
+        net = Classifier(enc, 10)
+        fit_linear_probe(Z, labels, 10, C=100.0).set_head(net.head)
+        return net.eval()
+
+    def random_head(p, y, s, desc):
+        torch.manual_seed(s)
+        return Classifier(enc, 10).eval()
+
+    cfg = TrainConfig(holdout=0.2, min_holdout=40)
+    chosen, ev = semi_guard(knows_all, enc, data.pool, pos, labels, n_classes=10, mode="as3l", config=cfg, device="cpu")
+    assert chosen == "as3l" and ev["folds"] == len(calls) == 5 and 30 < ev["held_out"] <= 40
+    assert all(n < 40 and "fold" in d for n, d in calls)  # each fold trains on the rest only
+    c = ev["candidates"]
+    assert c["as3l"]["accuracy"] == 1.0 > c["lp"]["accuracy"] and c["as3l"]["beats_probe"]
+    chosen, ev = semi_guard(
+        random_head, enc, data.pool, pos, labels, n_classes=10, mode="fixmatch", config=cfg, device="cpu"
+    )
+    assert chosen == "lp" and not ev["candidates"]["fixmatch"]["beats_probe"]
+    one_each = np.array([int(np.flatnonzero(data.pool.labels == k)[0]) for k in range(10)])
+    chosen, ev = semi_guard(
+        knows_all, enc, data.pool, one_each, data.pool.labels[one_each], n_classes=10, mode="as3l", config=cfg
+    )
+    assert chosen == "lp" and "none can be held out" in ev["rule"]
+    with pytest.raises(ConfigError, match="holdout"):
+        semi_guard(knows_all, enc, data.pool, pos, labels, n_classes=10, mode="as3l", config=TrainConfig(holdout=0))
+
+
+def test_train_network_guards_the_semi_modes() -> None:
+    """train.mode=fixmatch through the library: with holdout > 0 the record carries the evidence and
+    the network handed over is the mode's or the probe's; holdout=0 skips the guard."""
+    from alcore.config import TrainCfg
+    from alcore.encoders import create_encoder
+    from alcore.steps import train_network
+
+    data = _digits_data()
+    enc = create_encoder("cifar_resnet8", input_size=16)
+    ids, labels = data.pool.ids[:30], np.asarray(data.pool.labels)[:30]
+    small = dict(semi_steps=2, semi_batch_size=4, semi_mu=1, min_holdout=6)
+    m = train_network(
+        enc,
+        data,
+        ids,
+        labels,
+        TrainCfg(mode="fixmatch", **small),
+        mode="fixmatch",
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
+    rec = m.training_record
+    assert rec["requested"] == "fixmatch" and rec["mode"] in ("lp", "fixmatch") and rec["held_out"] >= 6
+    assert set(rec["candidates"]) == {"lp", "fixmatch"} and rec["seconds_evidence"] > 0
+    if rec["mode"] == "lp":  # the probe was handed over: the encoder is the pre-trained one, untouched
+        assert all(
+            torch.equal(a, b) for a, b in zip(m.encoder.state_dict().values(), enc.state_dict().values(), strict=True)
+        )
+    raw = train_network(
+        enc,
+        data,
+        ids,
+        labels,
+        TrainCfg(mode="fixmatch", holdout=0, **small),
+        mode="fixmatch",
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
+    assert raw.training_record["mode"] == "fixmatch" and "without the guard" in raw.training_record["rule"]

@@ -87,7 +87,8 @@ def test_as3l_flow_one_shot_priors_and_prior_guided_training(project):
 
     p = parse_params(
         tiny(
-            train={"as3l_runs": 2, "as3l_epochs": 5, "semi_steps": 4, "semi_batch_size": 8, "semi_mu": 2},
+            # holdout 0: the AS3L network itself (tests/test_as3l.py tests the guard against the probe)
+            train={"as3l_runs": 2, "as3l_epochs": 5, "semi_steps": 4, "semi_batch_size": 8, "semi_mu": 2, "holdout": 0},
             al={"audit": {"reserve": 0.2, "initial": 20}, "stop": "budget", "stop_params": {"max_usd": 1.0}},
         )
     )
