@@ -58,10 +58,6 @@ METHODS = (
 def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, Any]:
     import shutil
 
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     from alcore.as3l import train_on_priors
     from alcore.config import Params, TrainCfg
     from alcore.encoders import load_encoder
@@ -71,6 +67,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
     from alcore.semi import train_semi
     from alcore.steps import as3l_priors, train_network
     from alcore.training import evaluate
+    from bench._baseline import logreg_accuracy
 
     data, pool, test = prep["data"], prep["pool"], prep["test"]
     work = prep["work"]
@@ -118,8 +115,7 @@ def one(prep: dict[str, Any], budget: int, seed: int, args: Any) -> dict[str, An
         rec: dict[str, Any] = {"classes_covered": int(np.unique(labs).size)}
         if method in ("e_random_lr", "f_as3l_lr"):  # the obvious baseline: a linear model on the frozen features
             rows = pool.positions(ids)
-            lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(pool.X[rows], labs)
-            rec["accuracy"] = float((lr.predict(test.X) == test_y).mean())
+            rec["accuracy"] = logreg_accuracy(pool.X[rows], labs, test.X, test_y)
         elif method == "g_as3l_guarded":  # the library's as3l mode, guard included (priors timed, as in c)
             priors = as3l_priors(enc, data, pos, labs, cfg, seed=seed, device="cpu")
             model = train_network(

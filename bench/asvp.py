@@ -302,9 +302,6 @@ def baselines(name: str, cfg: dict[str, Any], args: argparse.Namespace, root: Pa
     (``--lr-seeds``), and the same network recipe on random ids at the last budget
     (``--random-seeds``: one fine-tune each, through the flow)."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from alcore.config import parse_params
     from alcore.features import read_features
@@ -312,6 +309,7 @@ def baselines(name: str, cfg: dict[str, Any], args: argparse.Namespace, root: Pa
     from alcore.layout import Layout
     from alcore.run_state import ExperimentState
     from alcore.steps import load_data
+    from bench._baseline import logreg_accuracy
 
     ds = load_data(parse_params(cfg).data)
     pool, test = (read_features(root / "features" / f"{s}.parquet") for s in ("pool", "test"))
@@ -319,8 +317,7 @@ def baselines(name: str, cfg: dict[str, Any], args: argparse.Namespace, root: Pa
     yt = np.asarray(ds.test.labels)[IdIndex(ds.test.ids).positions(test.ids)]
 
     def lr(rows: np.ndarray) -> float:
-        m = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(pool.X[rows], y[rows])
-        return 100 * float((m.predict(test.X) == yt).mean())
+        return 100 * logreg_accuracy(pool.X[rows], y[rows], test.X, yt)
 
     runs = Layout(root, runs_dir="compare/runs")
     curves = {}

@@ -36,17 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def linear_probe(X_train: Any, y_train: Any, X_test: Any, y_test: Any) -> float:
-    """scikit-learn's logistic regression on standardised features: the baseline a network must beat."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    clf.fit(X_train, y_train)
-    return float(np.mean(clf.predict(X_test) == y_test))
+from bench._baseline import logreg_accuracy  # noqa: E402
 
 
 def score_run(root: Path, name: str, n_random: int = 5) -> dict[str, Any]:
@@ -68,12 +58,12 @@ def score_run(root: Path, name: str, n_random: int = 5) -> dict[str, Any]:
     given = dict(zip(labeled.tolist(), state["labels"]["labels"], strict=True))
     row_of = {int(i): r for r, i in enumerate(pool.ids)}
     rows = np.array([row_of[int(i)] for i in labeled])
-    same = linear_probe(pool.X[rows], np.array([given[int(i)] for i in labeled]), test.X, y_test)
+    same = logreg_accuracy(pool.X[rows], np.array([given[int(i)] for i in labeled]), test.X, y_test)
     rng = np.random.default_rng(0)
     rand = []
     for _ in range(n_random):
         r = rng.choice(len(pool.ids), size=len(labeled), replace=False)
-        rand.append(linear_probe(pool.X[r], np.array([truth_pool[int(i)] for i in pool.ids[r]]), test.X, y_test))
+        rand.append(logreg_accuracy(pool.X[r], np.array([truth_pool[int(i)] for i in pool.ids[r]]), test.X, y_test))
     seconds: dict[str, float] = {}
     for rec in state["ledger"]["rounds"]:
         for phase, s in rec["seconds"].items():

@@ -140,11 +140,9 @@ def run_one(prep: dict[str, Any], method: str, budget: int, seed: int, args: arg
     out: dict[str, Any] = {}
     t = time.perf_counter()
     if method == "logreg":
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+        from bench._baseline import logreg
 
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(Zp[pos], y)
+        clf = logreg().fit(Zp[pos], y)
         secs = time.perf_counter() - t
         acc = float((clf.predict(Zt) == yt).mean())
     elif method == "proxy":
