@@ -52,9 +52,9 @@ from alcore.training import (
     TrainConfig,
     TrainResult,
     _augment,
-    choose_mode,
     evidence_folds,
     fit_linear_probe,
+    fold_evidence,
     predict_proba,
 )
 
@@ -290,26 +290,20 @@ def semi_guard(
         return "lp", ev
     dev = resolve_device(device)
     Z = extract_features(encoder, pool.subset(positions), batch_size=256, device=dev, progress=False)
-    every = np.arange(len(labels))
-    right: dict[str, list[np.ndarray]] = {"lp": [], mode: []}
-    seconds = {"lp": 0.0, mode: 0.0}
-    for i, held in enumerate(folds):
-        train = np.setdiff1d(every, held)
-        t = time.perf_counter()
-        probe = fit_linear_probe(Z[train], labels[train], n_classes, C=config.lp_C, max_iter=config.lp_max_iter)
-        right["lp"].append(probe.predict_proba(Z[held]).argmax(1) == labels[held])
-        seconds["lp"] += time.perf_counter() - t
-        t = time.perf_counter()
+
+    def held_out(m: str, _m_i: int, f_i: int, train: np.ndarray, held: np.ndarray) -> np.ndarray:
+        if m == "lp":
+            probe = fit_linear_probe(Z[train], labels[train], n_classes, C=config.lp_C, max_iter=config.lp_max_iter)
+            return probe.predict_proba(Z[held])
         net = fit(
             positions[train],
             labels[train],
-            derive_seed(random_state, "semi-guard", i),
-            f"{mode} evidence, fold {i + 1}/{len(folds)}",
+            derive_seed(random_state, "semi-guard", f_i),
+            f"{mode} evidence, fold {f_i + 1}/{len(folds)}",
         )
-        right[mode].append(predict_proba(net, pool.subset(positions[held]), device=dev).argmax(1) == labels[held])
-        seconds[mode] += time.perf_counter() - t
-    flat = {m: np.concatenate(r) for m, r in right.items()}
-    chosen, paired = choose_mode(flat, margin=config.auto_margin)
+        return predict_proba(net, pool.subset(positions[held]), device=dev)
+
+    chosen, scores = fold_evidence(["lp", mode], folds, labels, held_out, margin=config.auto_margin)
     ev.update(
         rule=(
             f"the probe unless {mode} gets more held-out labels right than it loses against the probe, "
@@ -317,9 +311,7 @@ def semi_guard(
         ),
         folds=len(folds),
         held_out=int(sum(len(h) for h in folds)),
-        candidates={
-            m: {"accuracy": float(flat[m].mean()), "seconds": seconds[m], **paired.get(m, {})} for m in ("lp", mode)
-        },
+        candidates=scores,
         seconds_evidence=time.perf_counter() - t0,
     )
     return chosen, ev

@@ -550,30 +550,12 @@ def train_classifier(
         if not folds:
             chosen, ev["rule"] = "lp", "no class has two labels, so none can be held out: the probe"
         else:
-            scores, right = {}, {}
-            m_held = sum(len(h) for h in folds)
-            for m_i, m in enumerate(cands):
-                t = time.perf_counter()
-                ok_items, nll, diverged = [], 0.0, False
-                for f_i, held in enumerate(folds):
-                    train = np.setdiff1d(every, held)
-                    desc = f"{m} evidence, fold {f_i + 1}/{len(folds)}"
-                    p = tr.held_out_probs(m, train, held, _seed(random_state, 2, m_i, f_i), desc)
-                    if p is None:
-                        diverged = True
-                        break
-                    ok_items.append(p.argmax(1) == labels[held])
-                    nll += float(-np.log(np.clip(p[np.arange(len(held)), labels[held]], 1e-12, None)).sum())
-                right[m] = None if diverged else np.concatenate(ok_items)
-                scores[m] = {
-                    "accuracy": 0.0 if diverged else float(right[m].mean()),
-                    "log_loss": None if diverged else nll / m_held,
-                    "seconds": time.perf_counter() - t,
-                    "diverged": diverged,
-                }
-            chosen, paired = choose_mode(right, margin=cfg.auto_margin)
-            for m, st in paired.items():
-                scores[m].update(st)
+
+            def held_out(m: str, m_i: int, f_i: int, train: np.ndarray, held: np.ndarray) -> np.ndarray | None:
+                desc = f"{m} evidence, fold {f_i + 1}/{len(folds)}"
+                return tr.held_out_probs(m, train, held, _seed(random_state, 2, m_i, f_i), desc)
+
+            chosen, scores = fold_evidence(cands, folds, labels, held_out, margin=cfg.auto_margin)
             ev.update(
                 rule=(
                     f"the probe unless a mode gets more held-out labels right than it loses against the probe, "
@@ -581,7 +563,7 @@ def train_classifier(
                     "(ties to the cheaper: lp, lpft, ft)"
                 ),
                 folds=len(folds),
-                held_out=m_held,
+                held_out=sum(len(h) for h in folds),
                 candidates=scores,
             )
     ev["seconds_evidence"] = time.perf_counter() - t0
@@ -598,6 +580,55 @@ def train_classifier(
     ev.update(mode=chosen, steps=0 if chosen == "lp" else cfg.steps(n), seconds_final=time.perf_counter() - t1)
     model.training_record = ev
     return TrainResult(model=model, mode=chosen, history=history, evidence=ev)
+
+
+def fold_evidence(
+    cands: list[str],
+    folds: list[np.ndarray],
+    labels: np.ndarray,
+    held_out: Any,
+    *,
+    margin: float = AUTO_MARGIN,
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """Every candidate on every held-out fold, then :func:`choose_mode`: the guard's evidence loop
+    (:func:`train_classifier`; :func:`alcore.semi.semi_guard`).
+
+    Args:
+        cands: ``"lp"`` first, then the modes to hold to it.
+        folds: held-out row sets of ``labels`` (:func:`evidence_folds`).
+        held_out: ``held_out(mode, mode_index, fold_index, train_rows, held_rows)`` returns the
+            mode's probabilities ``(m, C)`` on ``held_rows`` after training on ``train_rows``, or
+            None when its training diverged (the mode then loses to the probe).
+
+    Returns:
+        ``(chosen, {mode: {"accuracy", "log_loss", "seconds", "diverged"}})``, each mode but the
+        probe also with ``wins``, ``losses`` and ``beats_probe``.
+    """
+    every = np.arange(len(labels))
+    m_held = sum(len(h) for h in folds)
+    scores: dict[str, dict[str, Any]] = {}
+    right: dict[str, np.ndarray | None] = {}
+    for m_i, m in enumerate(cands):
+        t = time.perf_counter()
+        ok_items, nll, diverged = [], 0.0, False
+        for f_i, held in enumerate(folds):
+            p = held_out(m, m_i, f_i, np.setdiff1d(every, held), held)
+            if p is None:
+                diverged = True
+                break
+            ok_items.append(p.argmax(1) == labels[held])
+            nll += float(-np.log(np.clip(p[np.arange(len(held)), labels[held]], 1e-12, None)).sum())
+        right[m] = None if diverged else np.concatenate(ok_items)
+        scores[m] = {
+            "accuracy": 0.0 if diverged else float(right[m].mean()),
+            "log_loss": None if diverged else nll / m_held,
+            "seconds": time.perf_counter() - t,
+            "diverged": diverged,
+        }
+    chosen, paired = choose_mode(right, margin=margin)
+    for m, st in paired.items():
+        scores[m].update(st)
+    return chosen, scores
 
 
 def beats_probe(wins: int, losses: int, margin: float = AUTO_MARGIN) -> bool:
